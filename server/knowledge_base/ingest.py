@@ -1,0 +1,140 @@
+"""Parsing files into chunks, in parallel worker processes.
+
+This module stays light to import (no torch): spawned workers import it to run parse_file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from langchain_core.documents import Document
+
+# Below this many files a worker pool costs more (process start, imports) than it saves.
+MIN_FILES_FOR_POOL = 4
+
+
+@dataclass(frozen=True)
+class ChunkingOptions:
+    chunk_size: int
+    chunk_overlap: int
+    zh_title_enhance: bool = False
+    splitter_name: str = "ChineseRecursiveTextSplitter"
+    ocr: bool = True
+    pdf_ocr_threshold: tuple[float, float] = (0.6, 0.6)
+    markdown_headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ParseTask:
+    file_name: str  # relative name inside content/, stored as the chunks' source
+    path: str
+    options: ChunkingOptions
+
+
+@dataclass
+class ParsedFile:
+    file_name: str
+    chunks: list[tuple[str, dict]] = field(default_factory=list)
+    loader_name: str = ""
+    splitter_name: str = ""
+    file_size: int = 0
+    file_mtime: float = 0.0
+    file_hash: str | None = None
+    error: str | None = None
+    load_seconds: float = 0.0
+    split_seconds: float = 0.0
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parse_file(task: ParseTask) -> ParsedFile:
+    """Load and split one file. Never raises: a failure comes back as ParsedFile.error."""
+    from server.knowledge_base.loaders import LoaderError, is_table_file, load_file, loader_name_for
+    from server.knowledge_base.splitters import split_documents
+
+    path = Path(task.path)
+    result = ParsedFile(task.file_name)
+    try:
+        stat = path.stat()
+        result.file_size, result.file_mtime = stat.st_size, stat.st_mtime
+        result.file_hash = file_digest(path)
+        result.loader_name = loader_name_for(path)
+        started = time.perf_counter()
+        docs = load_file(path, ocr=task.options.ocr, pdf_ocr_threshold=task.options.pdf_ocr_threshold)
+        result.load_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        chunks, result.splitter_name = split_documents(
+            docs,
+            splitter_name=task.options.splitter_name,
+            chunk_size=task.options.chunk_size,
+            chunk_overlap=task.options.chunk_overlap,
+            zh_title=task.options.zh_title_enhance,
+            is_table=is_table_file(path),
+            markdown_headers=list(task.options.markdown_headers) or None,
+        )
+        result.split_seconds = time.perf_counter() - started
+    except LoaderError as exc:
+        result.error = str(exc)
+        return result
+    except Exception as exc:  # a broken file must fail alone, whatever the library raised
+        result.error = f"{type(exc).__name__}: {exc}"
+        return result
+    if not chunks:
+        result.error = "no text could be extracted from this file"
+    result.chunks = [(chunk.page_content, _with_source(chunk, task.file_name)) for chunk in chunks]
+    return result
+
+
+def _with_source(chunk: Document, file_name: str) -> dict:
+    metadata = {k: v for k, v in chunk.metadata.items() if _json_safe(v)}
+    metadata["source"] = file_name
+    return metadata
+
+
+def _json_safe(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict))
+
+
+def _init_worker() -> None:
+    # Each worker parses one file at a time; keep its math libraries to one thread so
+    # workers and the embedding model in the parent do not fight over the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def parse_files(tasks: list[ParseTask], workers: int = 0) -> Iterator[ParsedFile]:
+    """Yield parsed files as they finish; in parallel processes when it pays off."""
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(tasks) < MIN_FILES_FOR_POOL:
+        for task in tasks:
+            yield parse_file(task)
+        return
+    # Spawned, not forked: the parent may hold torch/OpenMP threads that fork would copy broken.
+    context = get_context("spawn")
+    # Big files first, so the slowest one does not start last.
+    ordered = sorted(tasks, key=lambda t: _size_or_zero(t.path), reverse=True)
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker
+    ) as pool:
+        futures = [pool.submit(parse_file, task) for task in ordered]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

@@ -1,0 +1,448 @@
+"""The knowledge-base service: every operation the API, the CLI and the web UI perform.
+
+Consistency rule between the metadata DB and the vector store: vectors are written and
+saved first, DB rows committed after. A crash in between leaves vectors without rows,
+which the next ingestion of that file removes (it deletes by source before adding), so
+rows never point at vectors that are gone and re-ingesting never duplicates chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from langchain_core.documents import Document
+
+from configs import get_settings
+from server.db.repositories import knowledge_base as kb_repo
+from server.db.repositories import knowledge_file as file_repo
+from server.db.repositories.knowledge_base import KnowledgeBaseRecord
+from server.db.repositories.knowledge_file import ChunkRow, FileIngestion
+from server.knowledge_base import paths
+from server.knowledge_base.embeddings import EmbeddingBackend, get_embeddings
+from server.knowledge_base.ingest import ChunkingOptions, ParsedFile, ParseTask, parse_files
+from server.knowledge_base.vector_stores import (
+    SUPPORTED_VS_TYPES,
+    FaissStore,
+    ScoredChunk,
+    StoredChunk,
+    get_store_cache,
+)
+
+logger = logging.getLogger(__name__)
+
+# Chunks embedded per call, and how many chunks may wait before vectors are saved and
+# rows committed (a checkpoint: a killed ingestion resumes from the last one with -i).
+EMBED_BATCH_CHUNKS = 256
+CHECKPOINT_CHUNKS = 2000
+
+
+class KnowledgeBaseNotFound(LookupError):
+    pass
+
+
+class KnowledgeBaseExists(ValueError):
+    pass
+
+
+@dataclass
+class FileOutcome:
+    file_name: str
+    chunks: int = 0
+    error: str | None = None
+
+
+@dataclass
+class IngestReport:
+    kb_name: str
+    files: list[FileOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+    split_seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {f.file_name: f.error for f in self.files if f.error}
+
+    @property
+    def chunks(self) -> int:
+        return sum(f.chunks for f in self.files)
+
+    @property
+    def ingested(self) -> int:
+        return sum(1 for f in self.files if not f.error)
+
+
+# Progress events: ("parsed", ParsedFile) when a file is parsed, ("embedded", n_chunks) per batch.
+ProgressCallback = Callable[[str, object], None]
+
+
+def default_chunking(
+    chunk_size: int | None = None, chunk_overlap: int | None = None, zh_title_enhance: bool | None = None
+) -> ChunkingOptions:
+    settings = get_settings()
+    return ChunkingOptions(
+        chunk_size=chunk_size or settings.CHUNK_SIZE,
+        chunk_overlap=settings.OVERLAP_SIZE if chunk_overlap is None else chunk_overlap,
+        zh_title_enhance=settings.ZH_TITLE_ENHANCE if zh_title_enhance is None else zh_title_enhance,
+        splitter_name=settings.TEXT_SPLITTER_NAME,
+        ocr=settings.OCR_ENABLED,
+        pdf_ocr_threshold=tuple(settings.PDF_OCR_THRESHOLD),
+        markdown_headers=tuple(tuple(h) for h in settings.MARKDOWN_HEADERS),
+    )
+
+
+# ---- knowledge bases ----------------------------------------------------------------
+
+
+def get_kb(kb_name: str) -> KnowledgeBaseRecord:
+    record = kb_repo.get_kb(kb_name)
+    if record is None:
+        raise KnowledgeBaseNotFound(kb_name)
+    return record
+
+
+def kb_exists(kb_name: str) -> bool:
+    return kb_repo.get_kb(kb_name) is not None
+
+
+def list_kbs() -> list[KnowledgeBaseRecord]:
+    return kb_repo.list_kbs()
+
+
+def create_kb(kb_name: str, vs_type: str | None = None, embed_model: str | None = None, kb_info: str | None = None):
+    settings = get_settings()
+    paths.validate_kb_name(kb_name)
+    vs_type = vs_type or settings.DEFAULT_VS_TYPE
+    embed_model = embed_model or settings.EMBEDDING_MODEL
+    if vs_type not in SUPPORTED_VS_TYPES:
+        raise ValueError(f"unsupported vector store type '{vs_type}' (supported: {', '.join(SUPPORTED_VS_TYPES)})")
+    if kb_exists(kb_name):
+        raise KnowledgeBaseExists(kb_name)
+    backend = get_embeddings(embed_model)  # fails early with a clear message for an unknown model
+    paths.content_path(kb_name).mkdir(parents=True, exist_ok=True)
+    _write_store(kb_name, embed_model, backend, lambda store: None, force_save=True)
+    info = kb_info or settings.KB_INFO.get(kb_name) or f"关于{kb_name}的知识库"
+    kb_repo.upsert_kb(kb_name, info, vs_type, embed_model)
+
+
+def ensure_kb(kb_name: str, embed_model: str | None = None) -> KnowledgeBaseRecord:
+    if not kb_exists(kb_name):
+        create_kb(kb_name, embed_model=embed_model)
+    return get_kb(kb_name)
+
+
+def delete_kb(kb_name: str) -> None:
+    get_kb(kb_name)
+    folder = paths.kb_path(kb_name)
+    file_repo.delete_all_files(kb_name)
+    kb_repo.delete_kb_row(kb_name)
+    get_store_cache().forget_kb(kb_name)
+    if folder.is_symlink():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+
+
+def update_info(kb_name: str, kb_info: str) -> None:
+    if not kb_repo.update_kb_info(kb_name, kb_info):
+        raise KnowledgeBaseNotFound(kb_name)
+
+
+# ---- vector store access ----------------------------------------------------------------
+
+
+def _store_key(kb_name: str, embed_model: str) -> tuple[tuple[str, str], object]:
+    return (kb_name, embed_model), paths.vector_store_path(kb_name, embed_model)
+
+
+def _write_store(
+    kb_name,
+    embed_model,
+    backend: EmbeddingBackend,
+    change: Callable[[FaissStore], object],
+    *,
+    force_save: bool = False,
+    save: bool = True,
+):
+    key, folder = _store_key(kb_name, embed_model)
+    with get_store_cache().write(key, folder, backend.dimension, save=save) as store:
+        result = change(store)
+        if force_save:
+            store.dirty = True
+        return result
+
+
+def _read_store(kb_name: str, embed_model: str, backend: EmbeddingBackend, use: Callable[[FaissStore], object]):
+    key, folder = _store_key(kb_name, embed_model)
+    with get_store_cache().read(key, folder, backend.dimension) as store:
+        return use(store)
+
+
+def save_vector_store(kb_name: str) -> None:
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+    _write_store(kb_name, kb.embed_model, backend, lambda store: None)
+
+
+def clear_vector_store(kb_name: str) -> None:
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+    _write_store(kb_name, kb.embed_model, backend, lambda store: store.clear(), force_save=True)
+    file_repo.delete_all_files(kb_name)
+
+
+# ---- files ------------------------------------------------------------------------------
+
+
+def ingest_files(
+    kb_name: str,
+    file_names: list[str],
+    options: ChunkingOptions | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    not_refresh_vs_cache: bool = False,
+    workers: int | None = None,
+) -> IngestReport:
+    """Parse, embed and store files that are already in content/; a broken file fails alone."""
+    kb = get_kb(kb_name)
+    options = options or default_chunking()
+    backend = get_embeddings(kb.embed_model)
+    started = time.perf_counter()
+    report = IngestReport(kb_name)
+    tasks = []
+    for name in file_names:
+        try:
+            tasks.append(ParseTask(name, str(paths.file_path(kb_name, name)), options))
+        except paths.UnsafeName as exc:
+            report.files.append(FileOutcome(name, error=str(exc)))
+    pending: list[ParsedFile] = []
+    pending_chunks = 0
+    workers = get_settings().INGEST_WORKERS if workers is None else workers
+    for parsed in parse_files(tasks, workers):
+        report.load_seconds += parsed.load_seconds
+        report.split_seconds += parsed.split_seconds
+        if progress:
+            progress("parsed", parsed)
+        if parsed.error:
+            report.files.append(FileOutcome(parsed.file_name, error=parsed.error))
+            file_repo.record_error(kb_name, parsed.file_name, parsed.error)
+            continue
+        pending.append(parsed)
+        pending_chunks += len(parsed.chunks)
+        if pending_chunks >= CHECKPOINT_CHUNKS:
+            _store_parsed(kb_name, kb.embed_model, backend, pending, report, progress, not_refresh_vs_cache)
+            pending, pending_chunks = [], 0
+    if pending:
+        _store_parsed(kb_name, kb.embed_model, backend, pending, report, progress, not_refresh_vs_cache)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _store_parsed(
+    kb_name,
+    embed_model,
+    backend,
+    parsed_files: list[ParsedFile],
+    report: IngestReport,
+    progress: ProgressCallback | None,
+    not_refresh: bool,
+) -> None:
+    texts = [text for parsed in parsed_files for text, _ in parsed.chunks]
+    started = time.perf_counter()
+    vectors = _embed_in_batches(backend, texts, progress)
+    report.embed_seconds += time.perf_counter() - started
+    ingestions, offset = [], 0
+
+    def replace_files(store: FaissStore) -> None:
+        nonlocal offset
+        for parsed in parsed_files:
+            store.delete(store.ids_for_source(parsed.file_name))
+            chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
+            doc_ids = store.add(chunks, vectors[offset : offset + len(chunks)])
+            offset += len(chunks)
+            rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
+            ingestions.append(
+                FileIngestion(
+                    parsed.file_name,
+                    parsed.loader_name,
+                    parsed.splitter_name,
+                    parsed.file_mtime,
+                    parsed.file_size,
+                    parsed.file_hash,
+                    False,
+                    rows,
+                )
+            )
+
+    _write_store(kb_name, embed_model, backend, replace_files, save=not not_refresh)
+    file_repo.record_ingestions(kb_name, ingestions)
+    report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed in parsed_files)
+
+
+def _embed_in_batches(backend: EmbeddingBackend, texts: list[str], progress: ProgressCallback | None) -> np.ndarray:
+    parts = []
+    for start in range(0, len(texts), EMBED_BATCH_CHUNKS):
+        batch = texts[start : start + EMBED_BATCH_CHUNKS]
+        parts.append(backend.embed(batch))
+        if progress:
+            progress("embedded", len(batch))
+    return np.concatenate(parts) if parts else np.zeros((0, backend.dimension), dtype=np.float32)
+
+
+def add_custom_docs(kb_name: str, file_name: str, docs: list[Document], *, not_refresh_vs_cache: bool = False) -> int:
+    """Store chunks a client wrote itself for a file (Chatchat's `docs` field); returns the count."""
+    kb = get_kb(kb_name)
+    paths.validate_file_name(file_name)
+    backend = get_embeddings(kb.embed_model)
+    chunks = [StoredChunk("", d.page_content, {**d.metadata, "source": file_name}) for d in docs if d.page_content]
+    vectors = backend.embed([c.page_content for c in chunks])
+
+    def replace(store: FaissStore) -> list[str]:
+        store.delete(store.ids_for_source(file_name))
+        return store.add(chunks, vectors)
+
+    doc_ids = _write_store(kb_name, kb.embed_model, backend, replace, save=not not_refresh_vs_cache)
+    path = paths.file_path(kb_name, file_name)
+    stat = path.stat() if path.is_file() else None
+    rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
+    file_repo.record_ingestions(
+        kb_name,
+        [
+            FileIngestion(
+                file_name,
+                "CustomDocs",
+                "CustomDocs",
+                stat.st_mtime if stat else 0.0,
+                stat.st_size if stat else 0,
+                None,
+                True,
+                rows,
+            )
+        ],
+    )
+    return len(chunks)
+
+
+def delete_files(
+    kb_name: str, file_names: list[str], *, delete_content: bool = False, not_refresh_vs_cache: bool = False
+) -> dict[str, str]:
+    """Remove files' chunks (and, if asked, the files themselves); returns {file: reason} for failures."""
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+    known = set(file_repo.list_file_names(kb_name))
+    failed: dict[str, str] = {}
+    targets = []
+    for name in file_names:
+        try:
+            path = paths.file_path(kb_name, name)
+        except paths.UnsafeName as exc:
+            failed[name] = str(exc)
+            continue
+        if name not in known and not path.is_file():
+            failed[name] = f"未找到文件 {name}"
+            continue
+        targets.append((name, path))
+
+    def remove(store: FaissStore) -> None:
+        for name, _ in targets:
+            store.delete(store.ids_for_source(name))
+
+    _write_store(kb_name, kb.embed_model, backend, remove, save=not not_refresh_vs_cache)
+    file_repo.delete_files(kb_name, [name for name, _ in targets])
+    if delete_content:
+        for _, path in targets:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+    return failed
+
+
+def list_files(kb_name: str) -> list[str]:
+    get_kb(kb_name)
+    return file_repo.list_file_names(kb_name)
+
+
+# ---- search and chunks --------------------------------------------------------------------
+
+
+def search(
+    kb_name: str, query: str, top_k: int | None = None, score_threshold: float | None = None
+) -> list[ScoredChunk]:
+    settings = get_settings()
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+    vector = backend.embed([query], is_query=True)[0]
+    top_k = settings.VECTOR_SEARCH_TOP_K if top_k is None else top_k
+    threshold = settings.SCORE_THRESHOLD if score_threshold is None else score_threshold
+    return _read_store(kb_name, kb.embed_model, backend, lambda store: store.search(vector, top_k, threshold))
+
+
+def list_docs(kb_name: str, file_name: str | None = None, metadata: dict | None = None) -> list[StoredChunk]:
+    """Chunks of a file (or with matching first-level metadata), in stored order."""
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+    rows = file_repo.list_chunks(kb_name, file_name or None, metadata or None)
+    return _read_store(kb_name, kb.embed_model, backend, lambda store: store.get([row.doc_id for row in rows]))
+
+
+def update_docs_by_id(kb_name: str, docs: dict[str, Document]) -> bool:
+    """Replace the text (and metadata) of existing chunks, keeping their ids; False if an id is unknown."""
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+    if not docs:
+        return True
+    ids = list(docs)
+    vectors = backend.embed([docs[i].page_content for i in ids])
+
+    def update(store: FaissStore) -> dict[str, dict] | None:
+        if len(store.get(ids)) != len(ids):
+            return None
+        updated = {}
+        for doc_id, vector in zip(ids, vectors, strict=True):
+            source = store.chunks[doc_id].metadata.get("source")
+            metadata = {**docs[doc_id].metadata, "source": source}
+            store.update_text(doc_id, docs[doc_id].page_content, metadata, vector)
+            updated[doc_id] = metadata
+        return updated
+
+    updated = _write_store(kb_name, kb.embed_model, backend, update)
+    if updated is None:
+        return False
+    file_repo.update_chunk_metadata(kb_name, updated)
+    return True
+
+
+# ---- rebuilding ---------------------------------------------------------------------------
+
+
+def recreate_vector_store(
+    kb_name: str,
+    options: ChunkingOptions | None = None,
+    *,
+    embed_model: str | None = None,
+    progress: ProgressCallback | None = None,
+    not_refresh_vs_cache: bool = False,
+) -> IngestReport:
+    """Drop the vectors and file rows of a knowledge base and ingest everything in content/."""
+    record = ensure_kb(kb_name, embed_model)
+    if embed_model and embed_model != record.embed_model:
+        get_embeddings(embed_model)
+        kb_repo.upsert_kb(kb_name, record.kb_info, record.vs_type, embed_model)
+    clear_vector_store(kb_name)
+    return ingest_files(
+        kb_name,
+        paths.list_content_files(kb_name),
+        options,
+        progress=progress,
+        not_refresh_vs_cache=not_refresh_vs_cache,
+    )
+
+
+def iter_files_to_increment(kb_name: str) -> Iterator[str]:
+    known = set(file_repo.list_file_names(kb_name))
+    yield from (name for name in paths.list_content_files(kb_name) if name not in known)

@@ -1,0 +1,201 @@
+"""A FAISS index with its documents, saved without pickle and replaced atomically.
+
+On disk, in one folder per (knowledge base, embedding model):
+  index.<gen>.faiss   the FAISS index (inner product over unit vectors, int64 ids)
+  docs.<gen>.json     chunk text and metadata by doc id
+  CURRENT             the generation to load, replaced last with os.replace()
+
+A crash or kill at any point of a save leaves CURRENT naming the previous complete
+generation. Nothing is unpickled, so a file a client managed to write cannot run code.
+
+Scores: score = (1 - cosine) / 2, so 0 means identical and 1 opposite; a hit is kept
+when score <= score_threshold (the default threshold 1.0 keeps everything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+CURRENT_FILE = "CURRENT"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class StoredChunk:
+    doc_id: str
+    page_content: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class ScoredChunk:
+    chunk: StoredChunk
+    score: float
+
+
+class StoreCorrupted(RuntimeError):
+    pass
+
+
+def similarity_to_score(similarity: float) -> float:
+    return float(min(1.0, max(0.0, (1.0 - similarity) / 2.0)))
+
+
+class FaissStore:
+    def __init__(self, dimension: int):
+        self.dimension = dimension
+        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+        self.chunks: dict[str, StoredChunk] = {}
+        self._int_ids: dict[str, int] = {}
+        self._doc_ids: dict[int, str] = {}
+        self._next_id = 0
+        self.generation = 0
+        self.dirty = False
+
+    # ---- reading -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def search(self, vector: np.ndarray, top_k: int, score_threshold: float = 1.0) -> list[ScoredChunk]:
+        if not self.chunks or top_k <= 0:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        similarities, ids = self.index.search(query, min(top_k, len(self.chunks)))
+        hits = []
+        for similarity, int_id in zip(similarities[0], ids[0], strict=True):
+            doc_id = self._doc_ids.get(int(int_id))
+            if doc_id is None:
+                continue
+            score = similarity_to_score(float(similarity))
+            if score <= score_threshold:
+                hits.append(ScoredChunk(self.chunks[doc_id], score))
+        return hits
+
+    def get(self, doc_ids: list[str]) -> list[StoredChunk]:
+        return [self.chunks[d] for d in doc_ids if d in self.chunks]
+
+    def ids_for_source(self, source: str) -> list[str]:
+        return [d for d, chunk in self.chunks.items() if chunk.metadata.get("source") == source]
+
+    # ---- writing -----------------------------------------------------------------
+    def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(chunks), self.dimension):
+            raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dimension}), got {vectors.shape}")
+        for chunk in chunks:
+            chunk.doc_id = chunk.doc_id or str(uuid.uuid4())
+            if chunk.doc_id in self.chunks:
+                self.delete([chunk.doc_id])
+        int_ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
+        self._next_id += len(chunks)
+        if len(chunks):
+            self.index.add_with_ids(vectors, int_ids)
+        for chunk, int_id in zip(chunks, int_ids, strict=True):
+            self.chunks[chunk.doc_id] = chunk
+            self._int_ids[chunk.doc_id] = int(int_id)
+            self._doc_ids[int(int_id)] = chunk.doc_id
+        self.dirty = True
+        return [chunk.doc_id for chunk in chunks]
+
+    def delete(self, doc_ids: list[str]) -> int:
+        present = [d for d in doc_ids if d in self.chunks]
+        if not present:
+            return 0
+        int_ids = np.array([self._int_ids.pop(d) for d in present], dtype=np.int64)
+        self.index.remove_ids(int_ids)
+        for doc_id, int_id in zip(present, int_ids, strict=True):
+            del self.chunks[doc_id]
+            del self._doc_ids[int(int_id)]
+        self.dirty = True
+        return len(present)
+
+    def update_text(self, doc_id: str, page_content: str, metadata: dict, vector: np.ndarray) -> None:
+        self.delete([doc_id])
+        self.add([StoredChunk(doc_id, page_content, metadata)], vector.reshape(1, -1))
+
+    def clear(self) -> None:
+        self.delete(list(self.chunks))
+
+    # ---- disk --------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        generation = max(self.generation, read_generation(folder)) + 1
+        docs = {
+            "format": FORMAT_VERSION,
+            "dimension": self.dimension,
+            "next_id": self._next_id,
+            "chunks": [
+                {"id": c.doc_id, "int_id": self._int_ids[c.doc_id], "text": c.page_content, "metadata": c.metadata}
+                for c in self.chunks.values()
+            ],
+        }
+        _write_durably(folder / f"docs.{generation}.json", json.dumps(docs, ensure_ascii=False).encode("utf-8"))
+        _write_durably(folder / f"index.{generation}.faiss", faiss.serialize_index(self.index).tobytes())
+        _write_durably(folder / CURRENT_FILE, str(generation).encode())
+        self.generation = generation
+        self.dirty = False
+        _remove_other_generations(folder, generation)
+
+    @classmethod
+    def load(cls, folder: Path) -> FaissStore:
+        generation = read_generation(folder)
+        if generation == 0:
+            raise FileNotFoundError(f"no vector store saved in {folder}")
+        try:
+            docs = json.loads((folder / f"docs.{generation}.json").read_text(encoding="utf-8"))
+            raw_index = np.frombuffer((folder / f"index.{generation}.faiss").read_bytes(), dtype=np.uint8)
+            index = faiss.deserialize_index(raw_index)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise StoreCorrupted(f"vector store in {folder} (generation {generation}) cannot be read: {exc}") from exc
+        store = cls(int(docs["dimension"]))
+        store.index = index
+        store._next_id = int(docs["next_id"])
+        for item in docs["chunks"]:
+            chunk = StoredChunk(item["id"], item["text"], item.get("metadata") or {})
+            store.chunks[chunk.doc_id] = chunk
+            store._int_ids[chunk.doc_id] = int(item["int_id"])
+            store._doc_ids[int(item["int_id"])] = chunk.doc_id
+        if index.ntotal != len(store.chunks):
+            raise StoreCorrupted(f"vector store in {folder}: {index.ntotal} vectors but {len(store.chunks)} documents")
+        store.generation = generation
+        return store
+
+
+def read_generation(folder: Path) -> int:
+    """The generation CURRENT names, 0 when nothing was saved yet."""
+    try:
+        return int((folder / CURRENT_FILE).read_text().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _remove_other_generations(folder: Path, keep: int) -> None:
+    for path in folder.iterdir():
+        parts = path.name.split(".")
+        old_generation = (
+            len(parts) == 3 and parts[0] in ("docs", "index") and parts[1].isdigit() and int(parts[1]) != keep
+        )
+        leftover_temporary = path.name.startswith(".") and path.name.endswith(".tmp")
+        if old_generation or leftover_temporary:
+            path.unlink(missing_ok=True)

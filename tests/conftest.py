@@ -1,0 +1,34 @@
+"""Shared fixtures: every test session works in its own data root, never in the repository's."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def kb_root(tmp_path, monkeypatch):
+    """A fresh knowledge-base root and SQLite database for one test."""
+    from configs import reload_settings
+    from server.db.engine import create_tables, dispose_engines
+    from server.knowledge_base.vector_stores import get_store_cache
+
+    root = tmp_path / "knowledge_base"
+    root.mkdir()
+    monkeypatch.setenv("CHATCHAT_KB_ROOT_PATH", str(root))
+    reload_settings()
+    get_store_cache.cache_clear()
+    create_tables()
+    yield root
+    dispose_engines()
+    get_store_cache.cache_clear()
+    monkeypatch.delenv("CHATCHAT_KB_ROOT_PATH")
+    reload_settings()
