@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     OCR_ENABLED: bool = True
     # Worker processes that parse files in parallel (0 = one per CPU core).
     INGEST_WORKERS: int = Field(0, ge=0)
+    # Chunks embedded before vectors are saved and rows committed: a killed ingestion resumes from there.
+    INGEST_CHECKPOINT_CHUNKS: int = Field(2000, ge=1)
     KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
 
     # ---- web search --------------------------------------------------------------

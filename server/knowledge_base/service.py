@@ -35,10 +35,8 @@ from server.knowledge_base.vector_stores import (
 
 logger = logging.getLogger(__name__)
 
-# Chunks embedded per call, and how many chunks may wait before vectors are saved and
-# rows committed (a checkpoint: a killed ingestion resumes from the last one with -i).
+# Chunks per embedding call; large batches keep the model busy, small ones keep progress moving.
 EMBED_BATCH_CHUNKS = 256
-CHECKPOINT_CHUNKS = 2000
 
 
 class KnowledgeBaseNotFound(LookupError):
@@ -223,7 +221,8 @@ def ingest_files(
             report.files.append(FileOutcome(name, error=str(exc)))
     pending: list[ParsedFile] = []
     pending_chunks = 0
-    workers = get_settings().INGEST_WORKERS if workers is None else workers
+    settings = get_settings()
+    workers = settings.INGEST_WORKERS if workers is None else workers
     for parsed in parse_files(tasks, workers):
         report.load_seconds += parsed.load_seconds
         report.split_seconds += parsed.split_seconds
@@ -235,7 +234,7 @@ def ingest_files(
             continue
         pending.append(parsed)
         pending_chunks += len(parsed.chunks)
-        if pending_chunks >= CHECKPOINT_CHUNKS:
+        if pending_chunks >= settings.INGEST_CHECKPOINT_CHUNKS:
             _store_parsed(kb_name, kb.embed_model, backend, pending, report, progress, not_refresh_vs_cache)
             pending, pending_chunks = [], 0
     if pending:
