@@ -25,28 +25,65 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Only one main action runs per call, in this order of precedence: --recreate-vs, --import-db, "
         "--update-in-db, --increment, --prune-db, --prune-folder. --create-tables and --clear-tables run first.",
     )  # fmt: skip
-    parser.add_argument("-r", "--recreate-vs", action="store_true",
-                        help="drop the vectors and file records of each knowledge base and re-ingest every file in its "
-                        "content/ folder (creates knowledge bases found on disk but not in the database)")
-    parser.add_argument("--create-tables", action="store_true", help="create missing tables and columns (safe to repeat)")
-    parser.add_argument("--clear-tables", action="store_true",
-                        help="drop every table and create them empty (vector stores on disk are left as they are)")
-    parser.add_argument("--import-db", metavar="PATH",
-                        help="copy knowledge base, file and chunk records from another info.db (e.g. Chatchat's)")
-    parser.add_argument("-u", "--update-in-db", action="store_true",
-                        help="re-ingest the files the database already knows, from their copies in content/")
-    parser.add_argument("-i", "--increment", action="store_true",
-                        help="ingest only files in content/ that the database does not know yet")
-    parser.add_argument("--prune-db", action="store_true",
-                        help="remove records and vectors of files that were deleted from content/")
-    parser.add_argument("--prune-folder", action="store_true",
-                        help="delete files in content/ that the database does not know")
-    parser.add_argument("-n", "--kb-name", nargs="+", default=[], metavar="KB",
-                        help="only these knowledge bases (default: every folder under the knowledge base root)")
-    parser.add_argument("-e", "--embed-model", default=None, metavar="MODEL",
-                        help="embedding model for the knowledge bases built (default: EMBEDDING_MODEL from settings)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="processes that parse files in parallel (default: INGEST_WORKERS, 0 = one per core)")
+    parser.add_argument(
+        "-r",
+        "--recreate-vs",
+        action="store_true",
+        help="drop the vectors and file records of each knowledge base and re-ingest every file in its "
+        "content/ folder (creates knowledge bases found on disk but not in the database)",
+    )
+    parser.add_argument(
+        "--create-tables", action="store_true", help="create missing tables and columns (safe to repeat)"
+    )
+    parser.add_argument(
+        "--clear-tables",
+        action="store_true",
+        help="drop every table and create them empty (vector stores on disk are left as they are)",
+    )
+    parser.add_argument(
+        "--import-db",
+        metavar="PATH",
+        help="copy knowledge base, file and chunk records from another info.db (e.g. Chatchat's)",
+    )
+    parser.add_argument(
+        "-u",
+        "--update-in-db",
+        action="store_true",
+        help="re-ingest the files the database already knows, from their copies in content/",
+    )
+    parser.add_argument(
+        "-i",
+        "--increment",
+        action="store_true",
+        help="ingest only files in content/ that the database does not know yet",
+    )
+    parser.add_argument(
+        "--prune-db", action="store_true", help="remove records and vectors of files that were deleted from content/"
+    )
+    parser.add_argument(
+        "--prune-folder", action="store_true", help="delete files in content/ that the database does not know"
+    )
+    parser.add_argument(
+        "-n",
+        "--kb-name",
+        nargs="+",
+        default=[],
+        metavar="KB",
+        help="only these knowledge bases (default: every folder under the knowledge base root)",
+    )
+    parser.add_argument(
+        "-e",
+        "--embed-model",
+        default=None,
+        metavar="MODEL",
+        help="embedding model for the knowledge bases built (default: EMBEDDING_MODEL from settings)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that parse files in parallel (default: INGEST_WORKERS, 0 = one per core)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser  # fmt: skip
 

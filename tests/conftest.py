@@ -32,3 +32,18 @@ def kb_root(tmp_path, monkeypatch):
     get_store_cache.cache_clear()
     monkeypatch.delenv("CHATCHAT_KB_ROOT_PATH")
     reload_settings()
+
+
+# ---- real processes, shared by every test that needs them ------------------------------
+
+
+@pytest.fixture(scope="session")
+def llm_stack(tmp_path_factory):
+    """Controller, default-model worker, embeddings worker and gateway on free ports, for the session.
+
+    Yields a ``tests.helpers.stack.LLMStack`` (gateway_url, controller_url, model_name, env).
+    """
+    from tests.helpers.stack import start_llm_stack
+
+    with start_llm_stack(tmp_path_factory.mktemp("llm_stack")) as stack:
+        yield stack

@@ -426,6 +426,7 @@ def recreate_vector_store(
     embed_model: str | None = None,
     progress: ProgressCallback | None = None,
     not_refresh_vs_cache: bool = False,
+    workers: int | None = None,
 ) -> IngestReport:
     """Drop the vectors and file rows of a knowledge base and ingest everything in content/."""
     record = ensure_kb(kb_name, embed_model)
@@ -439,6 +440,7 @@ def recreate_vector_store(
         options,
         progress=progress,
         not_refresh_vs_cache=not_refresh_vs_cache,
+        workers=workers,
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from langchain_core.documents import Document
 
 from server.knowledge_base.loaders.base import LoadContext, LoaderError, join_nonempty
-from server.knowledge_base.loaders.text import decode_text
+from server.knowledge_base.loaders.decoding import decode_text
 
 # Elements whose text a reader never sees.
 _INVISIBLE_TAGS = ["script", "style", "noscript", "template", "svg", "canvas", "iframe", "object"]

@@ -1,29 +1,15 @@
-"""Plain-text families: .txt .md .rst .py .toml .srt .json .jsonl .xml, and the shared decoder."""
+"""Plain-text families: .txt .md .rst .py .toml .srt .json .jsonl .xml."""
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
-import unicodedata
 from pathlib import Path
 
 from langchain_core.documents import Document
 
 from server.knowledge_base.loaders.base import LoadContext, LoaderError, join_nonempty
-
-# Longest BOMs first: the UTF-32-LE BOM starts with the UTF-16-LE one.
-_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-_ALLOWED_CONTROLS = set("\t\n\r\f\v")
-# Share of control/replacement characters above which decoded text is treated as binary.
-_MAX_GARBAGE_SHARE = 0.05
-_SAMPLE_CHARS = 20_000
+from server.knowledge_base.loaders.decoding import decode_text
 
 
 def read_text(path: Path, ctx: LoadContext) -> str:
@@ -32,82 +18,6 @@ def read_text(path: Path, ctx: LoadContext) -> str:
     if not raw.strip():
         raise LoaderError("file is empty")
     return decode_text(raw, ctx.ext)
-
-
-def decode_text(raw: bytes, ext: str = ".txt") -> str:
-    """Decode bytes in any common encoding: BOM, strict UTF-8, charset-normalizer, then GB18030."""
-    text = _decode_with_bom(raw)
-    if text is None:
-        if b"\x00" in raw:
-            text = _decode_bomless_utf16(raw)
-            if text is None:
-                raise LoaderError(f"binary content in a {ext} file (NUL bytes found)")
-        else:
-            text = _decode_utf8(raw) or _decode_detected(raw) or _decode_gb18030(raw)
-    if text is None or _looks_binary(text):
-        raise LoaderError(f"binary content in a {ext} file (mostly non-printable characters)")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _decode_with_bom(raw: bytes) -> str | None:
-    for bom, encoding in _BOMS:
-        if raw.startswith(bom):
-            return raw[len(bom) :].decode(encoding, errors="replace")
-    return None
-
-
-def _decode_bomless_utf16(raw: bytes) -> str | None:
-    """UTF-16 without a BOM: ASCII-heavy text then has a zero in every other byte."""
-    even_zeros, odd_zeros = raw[0::2].count(0), raw[1::2].count(0)
-    half = len(raw) / 2
-    if odd_zeros > 0.4 * half and even_zeros < 0.05 * half:
-        encoding = "utf-16-le"
-    elif even_zeros > 0.4 * half and odd_zeros < 0.05 * half:
-        encoding = "utf-16-be"
-    else:
-        return None
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError:
-        return None
-
-
-def _decode_utf8(raw: bytes) -> str | None:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _decode_detected(raw: bytes) -> str | None:
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(raw).best()
-    return str(best) if best is not None else None
-
-
-def _decode_gb18030(raw: bytes) -> str | None:
-    try:
-        return raw.decode("gb18030")
-    except UnicodeDecodeError:
-        return None
-
-
-def _looks_binary(text: str) -> bool:
-    sample = text[:_SAMPLE_CHARS]
-    if not sample:
-        return False
-    garbage = sum(1 for ch in sample if _is_garbage(ch))
-    return garbage / len(sample) > _MAX_GARBAGE_SHARE
-
-
-def _is_garbage(ch: str) -> bool:
-    if ch == "\ufffd":
-        return True
-    return unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS
-
-
-# ---- loaders ------------------------------------------------------------------------------
 
 
 def load_plain_text(path: Path, ctx: LoadContext) -> list[Document]:
