@@ -116,11 +116,19 @@ class Settings(BaseSettings):
     METAPHOR_API_KEY: str = ""
     SEARXNG_URL: str = ""
     SEARCH_PROXY: str = ""  # an http(s) proxy for the search engines, e.g. http://proxy:3128
+    METAPHOR_SEARCH_URL: str = "https://api.exa.ai/search"  # Metaphor is now Exa
+
+    # ---- agent chat ----------------------------------------------------------------
+    # The shell tool runs commands on the API server's machine: off unless you mean it.
+    AGENT_SHELL_ENABLED: bool = False
+    AGENT_MAX_ITERATIONS: int = Field(5, ge=1, le=50)
 
     # ---- models -------------------------------------------------------------------
     EMBEDDING_MODEL: str = DEFAULT_EMBEDDING_MODEL
     EMBEDDING_DEVICE: str = "auto"
     EMBEDDING_BATCH_SIZE: int = Field(64, ge=1)
+    # auto: fp16 on GPUs, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere.
+    EMBEDDING_DTYPE: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # Local embedding model folders by name; names not listed are looked up under MODEL_ROOT_PATH.
     EMBEDDING_MODEL_PATHS: dict[str, str] = {}
     # OpenAI-compatible embedding endpoints by name.

@@ -56,4 +56,6 @@ def _create_backend(name: str, settings: Settings) -> EmbeddingBackend:
             f"embedding model '{name}' not found: put its folder at {settings.MODEL_ROOT_PATH / name}, "
             "name its folder in EMBEDDING_MODEL_PATHS, or configure it in ONLINE_EMBEDDING_MODELS"
         )
-    return SentenceTransformerBackend(name, path, settings.EMBEDDING_DEVICE, settings.EMBEDDING_BATCH_SIZE)
+    return SentenceTransformerBackend(
+        name, path, settings.EMBEDDING_DEVICE, settings.EMBEDDING_BATCH_SIZE, settings.EMBEDDING_DTYPE
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from configs import DEFAULT_EMBEDDING_MODEL, Settings
-from server.devices import resolve_device
+from server.devices import embedding_dtype, resolve_device
 from server.knowledge_base.embeddings.base import EmbeddingBackend, normalize_rows
 
 logger = logging.getLogger(__name__)
@@ -60,17 +60,18 @@ def query_instruction(name: str) -> str:
 
 
 class SentenceTransformerBackend(EmbeddingBackend):
-    def __init__(self, name: str, path: Path, device: str = "auto", batch_size: int = 64):
+    def __init__(self, name: str, path: Path, device: str = "auto", batch_size: int = 64, dtype: str = "auto"):
         from sentence_transformers import SentenceTransformer
 
         self.name = name
         self.device = resolve_device(device)
+        self.dtype = embedding_dtype(self.device, dtype)
         self.batch_size = batch_size
         self._query_prefix = query_instruction(name)
-        logger.info("loading embedding model %s from %s on %s", name, path, self.device)
-        self._model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
-        if self.device.startswith("cuda"):
-            self._model.half()
+        logger.info("loading embedding model %s from %s on %s (%s)", name, path, self.device, self.dtype)
+        self._model = SentenceTransformer(
+            str(path), device=self.device, local_files_only=True, model_kwargs={"dtype": self.dtype}
+        )
         self.dimension = int(self._model.get_embedding_dimension())
         # encode() is not safe to call from several threads at once on one model.
         self._lock = threading.Lock()
