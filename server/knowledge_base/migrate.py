@@ -44,14 +44,21 @@ def prune_db(kb_name: str) -> list[str]:
     gone = [name for name in file_repo.list_file_names(kb_name) if name not in on_disk]
     if gone:
         service.delete_files(kb_name, gone)
-    return gone
+    failed_and_gone = [name for name in file_repo.list_errors(kb_name) if name not in on_disk]
+    if failed_and_gone:
+        file_repo.delete_files(kb_name, failed_and_gone)
+    return gone + failed_and_gone
 
 
 def prune_folder(kb_name: str) -> list[str]:
-    """Delete files in content/ that the database does not know; returns their names."""
+    """Delete files in content/ that the database does not know; returns their names.
+
+    Files whose ingestion failed are known too (their error is recorded): a user should fix
+    or remove them, not lose them to a clean-up.
+    """
     if not service.kb_exists(kb_name):
         return []
-    known = set(file_repo.list_file_names(kb_name))
+    known = set(file_repo.list_file_names(kb_name)) | set(file_repo.list_errors(kb_name))
     removed = []
     for name in paths.list_content_files(kb_name):
         if name not in known:

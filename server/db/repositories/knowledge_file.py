@@ -130,6 +130,9 @@ def delete_files(kb_name: str, file_names: list[str]) -> None:
                 )
             )
             session.execute(delete(FileDocModel).where(FileDocModel.kb_name == kb_name, FileDocModel.file_name == name))
+            session.execute(
+                delete(FileErrorModel).where(FileErrorModel.kb_name == kb_name, FileErrorModel.file_name == name)
+            )
         _refresh_file_count(session, kb_name)
 
 

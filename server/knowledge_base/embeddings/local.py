@@ -62,6 +62,9 @@ def query_instruction(name: str) -> str:
 class SentenceTransformerBackend(EmbeddingBackend):
     def __init__(self, name: str, path: Path, device: str = "auto", batch_size: int = 64, dtype: str = "auto"):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load weights bar is noise next to our own progress bars
 
         self.name = name
         self.device = resolve_device(device)
