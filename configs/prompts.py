@@ -44,8 +44,17 @@ DEFAULT_PROMPT_TEMPLATES: dict[str, dict[str, str]] = {
         ),
     },
     "agent_chat": {
+        # ReAct text, so models without function calling (what FastChat serves) can use tools too.
         "default": (
-            "You are a helpful assistant. Use the tools when they help, then give the final answer.\n{{ input }}"
+            "Answer the question as well as you can. You have these tools:\n\n{{ tools }}\n\n"
+            "To use a tool, reply exactly in this form and stop:\n"
+            "Thought: why a tool helps\nAction: one of [{{ tool_names }}]\nAction Input: the input, as JSON\n\n"
+            "You will then receive \"Observation: <the tool's result>\". "
+            "When you know the answer, reply:\nFinal Answer: the answer\n\n"
+            "Question: {{ input }}"
         ),
+    },
+    "completion": {
+        "default": "{{ input }}",
     },
 }

@@ -14,6 +14,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from configs import VERSION, get_settings
+from server import security
+from server.db.engine import create_tables
+from server.other.docs import install_offline_docs
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +25,19 @@ ROUTERS = [
     ("server.knowledge_base.router", "/knowledge_base"),
     ("server.llm_model.router", "/llm_model"),
     ("server.chat.router", "/chat"),
+    ("server.chat.other_router", ""),  # /other/completion
     ("server.other.router", ""),
 ]
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(title="chatkb API Server (Langchain-Chatchat 0.2.x compatible)", version=VERSION)
+    app = FastAPI(
+        title="chatkb API Server (Langchain-Chatchat 0.2.x compatible)",
+        version=VERSION,
+        docs_url=None,  # served offline by install_offline_docs
+        redoc_url=None,
+    )
 
     @app.get("/health", tags=["Server"], summary="Liveness check for launchers and load balancers")
     def health() -> dict:
@@ -42,6 +51,10 @@ def create_app() -> FastAPI:
                 continue  # area not built yet
             raise
         app.include_router(module.router, prefix=prefix)
+
+    create_tables()  # a fresh data root works without running init_database.py first
+    install_offline_docs(app)
+    security.install(app)  # API keys, body-size cap, 403/413 envelopes, no tracebacks
 
     if settings.OPEN_CROSS_DOMAIN:
         from fastapi.middleware.cors import CORSMiddleware

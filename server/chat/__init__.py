@@ -1,0 +1,1 @@
+"""Chat modes of the API server: LLM, knowledge base, file, search engine, agent."""

@@ -1,0 +1,76 @@
+"""Answer from retrieved text, then cite it: shared by knowledge-base, file and search-engine chat.
+
+Events (Chatchat 0.2.x): ``{"answer": token}`` per token then ``{"docs": [...]}`` when
+streaming; one ``{"answer": full, "docs": [...]}`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from server.chat import common, llm
+from server.chat.common import History, LLMRequest
+
+logger = logging.getLogger(__name__)
+
+# Shown instead of sources when nothing matched (Chatchat's exact text, its UI colours it).
+NO_DOCS_FOUND = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
+
+
+@dataclass(frozen=True)
+class Source:
+    title: str
+    text: str
+    link: str | None = None
+
+
+def format_sources(sources: list[Source]) -> list[str]:
+    """``出处 [n] [title](link) \\n\\n{text}\\n\\n``, numbered from 1; no link part when there is none."""
+    formatted = []
+    for number, source in enumerate(sources, start=1):
+        target = f"({source.link})" if source.link else ""
+        formatted.append(f"出处 [{number}] [{source.title}]{target} \n\n{source.text}\n\n")
+    return formatted or [NO_DOCS_FOUND]
+
+
+def download_link(base_url: str, kb_name: str, file_name: str) -> str:
+    query = urlencode({"knowledge_base_name": kb_name, "file_name": file_name})
+    return f"{base_url.rstrip('/')}/knowledge_base/download_doc?{query}"
+
+
+def build_prompt(template: str, query: str, context: str) -> str:
+    # Chatchat's templates call the question "question"; ours also accept "input".
+    return common.render_prompt(template, context=context, question=query, input=query)
+
+
+async def answer_events(
+    body: LLMRequest, history: list[History], prompt: str, docs: list[str], return_direct: bool = False
+) -> AsyncIterator[str]:
+    if return_direct:
+        yield common.dumps({"docs": docs} if body.stream else {"answer": "", "docs": docs})
+        return
+    model = llm.chat_model(body.model_name, body.temperature, body.max_tokens)
+    messages = common.build_messages(history, prompt)
+    answer = ""
+    started = time.perf_counter()
+    first_token_at = None
+    try:
+        async for token in common.stream_tokens(model, messages):
+            first_token_at = first_token_at or time.perf_counter()
+            answer += token
+            if body.stream:
+                yield common.dumps({"answer": token})
+    except Exception as exc:
+        yield common.error_event(common.llm_failure_message(body.model_name, exc))
+        return
+    logger.info(
+        "answered with %s: first token %.2fs, total %.2fs",
+        body.model_name,
+        (first_token_at or time.perf_counter()) - started,
+        time.perf_counter() - started,
+    )
+    yield common.dumps({"docs": docs} if body.stream else {"answer": answer, "docs": docs})

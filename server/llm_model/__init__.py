@@ -1,0 +1,1 @@
+"""Model management routes of the API server (``/llm_model/...``)."""

@@ -1,0 +1,247 @@
+"""Request guards of the API server: name checks, API keys, body-size limits, clean errors.
+
+* Names a client sends (knowledge base, file) are checked here before any route touches the
+  filesystem; a refused name answers the contract's 403 envelope ``Don't attack me``.
+  Names are checked as sent and once URL-decoded, so ``%2e%2e%2f`` gains nothing.
+* Optional API keys (``API_KEYS``): every route but health and the docs needs
+  ``Authorization: Bearer <key>``.
+* Request bodies are capped by ``MAX_UPLOAD_REQUEST_SIZE``: a too-large ``Content-Length`` is
+  refused before reading, and a body without one is counted while it streams, so an upload
+  can never fill the disk. Per-file caps are checked by the routes (``check_upload_size``).
+* Unexpected errors answer a short JSON envelope, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from configs import get_settings
+from server.knowledge_base import paths
+from server.knowledge_base.paths import UnsafeName
+
+logger = logging.getLogger(__name__)
+
+ATTACK_MESSAGE = "Don't attack me"
+BODY_PARSE_ERROR = "There was an error parsing the body"
+# Paths that stay open when API keys are configured (liveness checks and the API docs).
+PUBLIC_PATHS = frozenset({"/health", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/static-offline-docs/",)
+
+
+# ---- names --------------------------------------------------------------------------------
+
+
+def _decoded_forms(name: str) -> list[str]:
+    """The name as sent and URL-decoded (repeatedly, up to a few rounds) when that changes it."""
+    forms = [name]
+    for _ in range(3):
+        decoded = unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return forms
+
+
+def check_kb_name(name: str) -> str:
+    """Return ``name`` if it is a safe knowledge-base name in every decoded form; raise UnsafeName otherwise."""
+    for form in _decoded_forms(name):
+        paths.validate_kb_name(form)
+    return name
+
+
+def check_file_name(name: str) -> str:
+    """Return the normalised relative file name; raise UnsafeName for any unsafe (or decoded-unsafe) form."""
+    forms = _decoded_forms(name)
+    for form in forms:
+        paths.validate_file_name(form)
+    return paths.validate_file_name(name)
+
+
+def check_file_names(names: list[str]) -> list[str]:
+    return [check_file_name(name) for name in names]
+
+
+def attack_response(data=None) -> JSONResponse:
+    return JSONResponse({"code": 403, "msg": ATTACK_MESSAGE, "data": data})
+
+
+# ---- upload sizes -----------------------------------------------------------------------------
+
+
+class UploadTooLarge(Exception):
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+def check_upload_size(file_name: str, size: int | None) -> None:
+    limit = get_settings().MAX_UPLOAD_FILE_SIZE
+    if size is not None and size > limit:
+        raise UploadTooLarge(f"文件 {file_name} 超过大小限制 ({size} > {limit} bytes)")
+
+
+def too_large_response(message: str) -> JSONResponse:
+    return JSONResponse({"code": 413, "msg": message, "data": None}, status_code=413)
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies over ``limit`` bytes with 413, counting what streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.limit:
+            await _send_json(send, 413, _too_large_body(self.limit))
+            return
+        state = {"received": 0, "exceeded": False, "started": False}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > self.limit:
+                    state["exceeded"] = True
+                    raise UploadTooLarge("request body too large")
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # Whatever the app made of the aborted body (a parse error), the client gets the 413.
+            if state["exceeded"]:
+                if message["type"] == "http.response.start" and not state["started"]:
+                    state["started"] = True
+                    await _send_json(send, 413, _too_large_body(self.limit))
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except UploadTooLarge:
+            if not state["started"]:
+                state["started"] = True
+                await _send_json(send, 413, _too_large_body(self.limit))
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large_body(limit: int) -> dict:
+    return {"code": 413, "msg": f"请求体超过大小限制 ({limit} bytes)", "data": None}
+
+
+async def _send_json(send: Send, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+# ---- API keys -----------------------------------------------------------------------------------
+
+
+def is_public_path(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def bearer_key_matches(header_value: str | None, keys: list[str]) -> bool:
+    if not header_value:
+        return False
+    scheme, _, token = header_value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    token = token.strip().encode()
+    # compare_digest against every key: the time taken does not tell which key was close.
+    return any(hmac.compare_digest(token, key.encode()) for key in keys)
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, keys: list[str]):
+        self.app = app
+        self.keys = list(keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") == "OPTIONS" or is_public_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        header = None
+        for key, value in scope.get("headers", []):
+            if key == b"authorization":
+                header = value.decode("latin-1")
+                break
+        if not bearer_key_matches(header, self.keys):
+            body = {
+                "code": 401,
+                "msg": "需要有效的 API key：请在请求头中加入 Authorization: Bearer <key>",
+                "data": None,
+            }
+            await _send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+# ---- wiring ---------------------------------------------------------------------------------------
+
+
+def install(app: FastAPI) -> None:
+    """Add the guards and error handlers to the app (call after the routers are mounted)."""
+    settings = get_settings()
+
+    @app.exception_handler(UnsafeName)
+    async def _unsafe_name(_request: Request, exc: UnsafeName) -> JSONResponse:
+        logger.warning("refused unsafe name: %s", exc)
+        return attack_response()
+
+    @app.exception_handler(UploadTooLarge)
+    async def _too_large(_request: Request, exc: UploadTooLarge) -> JSONResponse:
+        return too_large_response(exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        # FastAPI answers an undecodable body with 400; the contract wants malformed bodies as 422.
+        if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+            detail = [{"type": "json_invalid", "loc": ["body"], "msg": "request body is not valid JSON (UTF-8)"}]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"code": 500, "msg": f"服务器内部错误：{type(exc).__name__}", "data": None}, 500)
+
+    # Middlewares run outside-in in reverse order of adding: keys first, then the size cap.
+    app.add_middleware(BodySizeLimitMiddleware, limit=settings.MAX_UPLOAD_REQUEST_SIZE)
+    if settings.API_KEYS:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.API_KEYS)

@@ -1,0 +1,650 @@
+"""Start the stack: FastChat controller, OpenAI gateway, model workers, API server and web UI.
+
+    python startup.py -a                  # everything (controller, gateway, workers, API, web UI)
+    python startup.py --all-api           # everything but the web UI
+    python startup.py --llm-api           # controller, gateway and model workers
+    python startup.py -m -n Qwen2.5-7B-Instruct -c http://10.0.0.5:20001   # a worker for another machine's controller
+
+Each process is a separate ``python -m ...`` child in its own process group, started in
+dependency order; the launcher waits for each one's health check (HTTP), not a fixed time.
+Each child's output goes to ``<LOG_PATH>/<name>.log``. Ctrl+C or SIGTERM stops every child
+(SIGTERM, then SIGKILL after a few seconds). A child that dies is reported with the tail of
+its log and the launcher exits with status 1; a model worker that exits with status 0 was
+stopped on request (``/llm_model/stop``) and is only reported. Configuration mistakes (a port
+in use, an unknown model, an invalid setting) are reported in one line, with what to change,
+before anything starts (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+STOP_GRACE_SECONDS = 8.0
+SERVER_START_TIMEOUT = 120.0
+WORKER_START_TIMEOUT = 1800.0  # large models on slow disks
+
+
+class Shutdown(Exception):
+    """SIGTERM or SIGINT arrived."""
+
+
+_deferring = False
+_deferred_signal: str | None = None
+
+
+def on_signal(signum, frame) -> None:
+    global _deferred_signal
+    name = signal.Signals(signum).name
+    if _deferring:
+        _deferred_signal = name
+        return
+    raise Shutdown(name)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM inside the block; raise Shutdown after it if one arrived."""
+    global _deferring, _deferred_signal
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        pending, _deferred_signal = _deferred_signal, None
+        if pending:
+            raise Shutdown(pending)
+
+
+class ConfigError(Exception):
+    """A mistake the user fixes in settings or on the command line; reported in one line."""
+
+
+@dataclass
+class Service:
+    name: str  # also the log file name
+    title: str  # for the banner
+    args: list[str]  # after ``python``
+    url: str  # base URL clients use
+    host: str
+    port: int
+    health_path: str = "/health"
+    setting: str = ""  # which setting decides the port, for error messages
+    kind: str = "server"  # server | worker
+    models: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    info: dict = field(default_factory=dict)  # the worker's /health answer
+    started_at: float = 0.0
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="startup.py",
+        description="Start the chatkb services (Langchain-Chatchat 0.2.x compatible). "
+        "Choose what to start; with no choice this help is printed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  python startup.py -a                      everything, with the web UI\n"
+        "  python startup.py --all-api               everything but the web UI\n"
+        "  python startup.py --llm-api               controller, gateway and model workers\n"
+        "  python startup.py -m -n MODEL -c http://controller-host:20001\n"
+        "                                            a worker that joins another machine's controller\n",
+    )
+    parser.add_argument(
+        "-a", "--all-webui", action="store_true", help="start everything: controller, gateway, workers, API, web UI"
+    )
+    parser.add_argument("--all-api", action="store_true", help="start everything but the web UI")
+    parser.add_argument(
+        "--llm-api", action="store_true", help="start the controller, the OpenAI gateway and the model workers"
+    )
+    parser.add_argument(
+        "-o", "--openai-api", action="store_true", help="start the FastChat controller and the OpenAI gateway"
+    )
+    parser.add_argument(
+        "-m",
+        "--model-worker",
+        action="store_true",
+        help="start a worker for each local model in --model-name, and the embeddings worker",
+    )
+    parser.add_argument(
+        "-n",
+        "--model-name",
+        nargs="+",
+        metavar="NAME",
+        help="models to serve (several allowed; default: LLM_MODELS from settings)",
+    )
+    parser.add_argument(
+        "-c",
+        "--controller",
+        dest="controller_address",
+        metavar="URL",
+        help="controller address the workers register with (default: FSCHAT_CONTROLLER from settings); "
+        "lets a worker on this machine join a controller on another",
+    )
+    parser.add_argument("--api", action="store_true", help="start the API server (:7861)")
+    parser.add_argument(
+        "-p",
+        "--api-worker",
+        action="store_true",
+        help="start a proxy worker for each online model (ONLINE_LLM_MODEL) in --model-name",
+    )
+    parser.add_argument("-w", "--webui", action="store_true", help="start the web UI (:8501)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="children log warnings and errors only")
+    parser.add_argument(
+        "-i", "--lite", action="store_true", help="no local model workers: online (OpenAI-compatible) models only"
+    )
+    return parser
+
+
+def selection(args: argparse.Namespace) -> argparse.Namespace:
+    if args.all_webui:
+        args.openai_api = args.model_worker = args.api_worker = args.api = args.webui = True
+    if args.all_api:
+        args.openai_api = args.model_worker = args.api_worker = args.api = True
+    if args.llm_api:
+        args.openai_api = args.model_worker = args.api_worker = True
+    if args.lite:
+        args.model_worker = False
+    return args
+
+
+def anything_selected(args: argparse.Namespace) -> bool:
+    return any(
+        (args.all_webui, args.all_api, args.llm_api, args.openai_api, args.model_worker)
+        + (args.api, args.api_worker, args.webui)
+    )
+
+
+# ---- settings and the plan -------------------------------------------------------------------
+
+
+def load_settings():
+    from pydantic import ValidationError
+
+    try:
+        from configs import get_settings
+
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid setting {problems}: fix it in {os.environ.get('CHATCHAT_CONFIG_FILE', 'configs/settings.yaml')} "
+            "or in the matching CHATCHAT_* environment variable"
+        )
+    except Exception as exc:
+        raise ConfigError(f"cannot read the settings: {' '.join(str(exc).split())}")
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def plan_services(args: argparse.Namespace, settings) -> tuple[list[list[Service]], list[str]]:
+    """Stages of services to start in order, and notes for the user."""
+    from server.model_workers.model_paths import ModelNotFound, resolve_local_model
+
+    notes: list[str] = []
+    log_level = ["--log-level", "warning"] if args.quiet else []
+    controller_url = (args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip("/")
+    stages: list[list[Service]] = []
+
+    if args.openai_api:
+        c, g = settings.FSCHAT_CONTROLLER, settings.FSCHAT_OPENAI_API
+        stages.append(
+            [
+                Service(
+                    "controller",
+                    "FastChat controller",
+                    ["-m", "server.controller", "--host", c.host, "--port", str(c.port), *log_level],
+                    c.url,
+                    c.host,
+                    c.port,
+                    setting="FSCHAT_CONTROLLER.port",
+                )
+            ]
+        )
+        stages.append(
+            [
+                Service(
+                    "openai_gateway",
+                    "OpenAI-compatible API",
+                    ["-m", "server.openai_gateway", "--host", g.host, "--port", str(g.port)]
+                    + ["--controller-address", settings.FSCHAT_CONTROLLER.url, *log_level],
+                    g.url,
+                    g.host,
+                    g.port,
+                    setting="FSCHAT_OPENAI_API.port",
+                )
+            ]
+        )
+
+    names = list(dict.fromkeys(args.model_name or settings.LLM_MODELS))
+    workers: list[Service] = []
+    taken = {cfg.port for cfg in settings.FSCHAT_MODEL_WORKERS.values() if cfg.port}
+    next_port = settings.MODEL_WORKER_BASE_PORT
+
+    def worker_port(name: str) -> tuple[str, int, str]:
+        nonlocal next_port
+        config = settings.FSCHAT_MODEL_WORKERS.get(name)
+        host = config.host if config else settings.DEFAULT_BIND_HOST
+        if config and config.port:
+            return host, config.port, f"FSCHAT_MODEL_WORKERS.{name}.port"
+        while next_port in taken:
+            next_port += 1
+        port, next_port = next_port, next_port + 1
+        return host, port, "MODEL_WORKER_BASE_PORT"
+
+    def worker(kind_module: str, title: str, name_args: list[str], models: list[str], log_name: str) -> Service:
+        host, port, setting = worker_port(models[0])
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return Service(
+            log_name,
+            title,
+            ["-m", kind_module, "--host", host, "--port", str(port), "--controller-address", controller_url]
+            + name_args
+            + log_level,
+            f"http://{url_host}:{port}",
+            host,
+            port,
+            setting=setting,
+            kind="worker",
+            models=models,
+        )
+
+    from server.knowledge_base.embeddings import list_embedding_models
+
+    embedding_models = set(list_embedding_models(settings)) | {settings.EMBEDDING_MODEL}
+    embed_names: list[str] = []
+    for name in names:
+        if name in embedding_models:
+            embed_names.append(name)
+            continue
+        if name in settings.ONLINE_LLM_MODEL:
+            if args.api_worker:
+                workers.append(
+                    worker(
+                        "server.model_workers.proxy_worker",
+                        "online model (proxy)",
+                        ["--model-name", name],
+                        [name],
+                        f"proxy_worker-{safe_name(name)}",
+                    )
+                )
+            else:
+                notes.append(f"{name} is an online model: add -p/--api-worker to start its proxy worker")
+            continue
+        if not args.model_worker:
+            if args.lite and args.api_worker:
+                notes.append(f"{name} is a local model: not started in --lite mode")
+            continue
+        try:
+            resolve_local_model(name, settings)
+        except ModelNotFound as exc:
+            raise ConfigError(f"{exc} (or leave it out of -n/LLM_MODELS)")
+        workers.append(
+            worker(
+                "server.model_workers.transformers_worker",
+                "local model",
+                ["--model-name", name],
+                [name],
+                f"model_worker-{safe_name(name)}",
+            )
+        )
+
+    # The whole local stack (controller + workers) also serves the configured embedding model.
+    if args.openai_api and (args.model_worker or args.lite) and settings.EMBEDDING_MODEL not in embed_names:
+        embed_names.append(settings.EMBEDDING_MODEL)
+    for embed in embed_names:
+        online_embed = embed in settings.ONLINE_EMBEDDING_MODELS
+        if not (args.model_worker or (online_embed and args.api_worker)):
+            continue
+        from server.knowledge_base.embeddings.local import resolve_model_path
+
+        if not online_embed and resolve_model_path(embed, settings) is None:
+            raise ConfigError(
+                f"embedding model '{embed}' not found: put its folder at {settings.MODEL_ROOT_PATH / embed}, "
+                "set EMBEDDING_MODEL_PATHS or ONLINE_EMBEDDING_MODELS, or change EMBEDDING_MODEL"
+            )
+        workers.append(
+            worker(
+                "server.model_workers.embedding_worker",
+                "embeddings",
+                ["--model-name", embed],
+                [embed],
+                f"embedding_worker-{safe_name(embed)}",
+            )
+        )
+    if workers:
+        stages.append(workers)
+
+    if args.api:
+        a = settings.API_SERVER
+        stages.append(
+            [
+                Service(
+                    "api",
+                    "API server",
+                    ["-m", "server.api", "--host", a.host, "--port", str(a.port)],
+                    a.url,
+                    a.host,
+                    a.port,
+                    setting="API_SERVER.port",
+                )
+            ]
+        )
+    if args.webui:
+        w = settings.WEBUI_SERVER
+        if (ROOT / "webui.py").is_file():
+            stages.append(
+                [
+                    Service(
+                        "webui",
+                        "web UI",
+                        ["-m", "streamlit", "run", str(ROOT / "webui.py"), "--server.port", str(w.port)]
+                        + ["--server.address", w.host, "--server.headless", "true"]
+                        + ["--browser.gatherUsageStats", "false"],
+                        w.url,
+                        w.host,
+                        w.port,
+                        health_path="/_stcore/health",
+                        setting="WEBUI_SERVER.port",
+                    )
+                ]
+            )
+        else:
+            notes.append("webui.py is missing: the web UI is not started")
+    return stages, notes
+
+
+def port_in_use(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def preflight(stages: list[list[Service]], args, settings) -> None:
+    seen: dict[int, str] = {}
+    for service in (s for stage in stages for s in stage):
+        if service.port in seen:
+            raise ConfigError(
+                f"port {service.port} is given to both {seen[service.port]} and {service.name}: "
+                f"change {service.setting}"
+            )
+        seen[service.port] = service.name
+        if port_in_use(service.host, service.port):
+            hint = f"change {service.setting} in configs/settings.yaml"
+            if "FSCHAT_MODEL_WORKERS" not in service.setting:
+                hint += f" or set CHATCHAT_{service.setting.replace('.', '__').upper()}"
+            raise ConfigError(
+                f"port {service.port} on {service.host} is already in use (needed by {service.name}): "
+                f"stop what uses it, or {hint}"
+            )
+    starts_controller = any(s.name == "controller" for stage in stages for s in stage)
+    has_workers = any(s.kind == "worker" for stage in stages for s in stage)
+    if has_workers and not starts_controller:
+        controller = (args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip("/")
+        import httpx
+
+        try:
+            httpx.get(controller + "/test_connection", timeout=5).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise ConfigError(
+                f"no controller answers at {controller} ({exc.__class__.__name__}): start one "
+                "(python startup.py -o) or pass its address with -c http://HOST:PORT"
+            )
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+
+class Supervisor:
+    def __init__(self, settings, quiet: bool):
+        self.settings = settings
+        self.quiet = quiet
+        self.services: list[Service] = []
+        self.log_dir = Path(settings.LOG_PATH)
+
+    def say(self, message: str) -> None:
+        print(message, flush=True)
+
+    def start(self, service: Service) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        service.log_path = self.log_dir / f"{service.name}.log"
+        env = dict(os.environ)
+        env.update(PYTHONUNBUFFERED="1", LOGDIR="")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+        # A signal arriving between Popen and the bookkeeping would orphan the child: defer it meanwhile.
+        with signals_deferred():
+            with open(service.log_path, "ab") as log:
+                log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} startup.py starts {service.name}\n".encode())
+                log.flush()
+                service.proc = subprocess.Popen(
+                    [sys.executable, *service.args],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.services.append(service)
+        service.started_at = time.monotonic()
+        if not self.quiet:
+            self.say(f"starting {service.name} on {service.url} (log: {service.log_path})")
+
+    def is_ready(self, service: Service) -> bool:
+        import httpx
+
+        try:
+            response = httpx.get(service.url + service.health_path, timeout=3)
+        except httpx.HTTPError:
+            return False
+        if response.status_code != 200:
+            return False
+        if service.kind == "worker":
+            try:
+                service.info = response.json()
+            except ValueError:
+                return False
+            return bool(service.info.get("registered"))
+        return True
+
+    def wait_ready(self, stage: list[Service]) -> None:
+        pending = list(stage)
+        while pending:
+            for service in list(pending):
+                self.check_alive(service, starting=True)
+                if self.is_ready(service):
+                    pending.remove(service)
+                    if not self.quiet:
+                        self.say(f"{service.name} is up ({time.monotonic() - service.started_at:.1f}s)")
+                    continue
+                limit = WORKER_START_TIMEOUT if service.kind == "worker" else SERVER_START_TIMEOUT
+                if time.monotonic() - service.started_at > limit:
+                    raise ChildFailed(service, f"did not answer {service.url}{service.health_path} within {limit:.0f}s")
+            if pending:
+                time.sleep(0.25)
+
+    def check_alive(self, service: Service, starting: bool = False) -> None:
+        code = service.proc.poll() if service.proc else None
+        if code is None:
+            return
+        if code == 0 and service.kind == "worker" and not starting:
+            self.services.remove(service)
+            self.say(f"{service.name} ({', '.join(service.models)}) stopped on request; the others keep running")
+            return
+        raise ChildFailed(service, f"exited with status {code}")
+
+    def monitor(self) -> None:
+        while self.services:
+            for service in list(self.services):
+                self.check_alive(service)
+            time.sleep(0.5)
+
+    def stop_all(self) -> None:
+        """SIGTERM every child's process group, newest first; SIGKILL what is left after the grace time."""
+        running = [s for s in reversed(self.services) if s.proc and s.proc.poll() is None]
+        for service in running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(service.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for service in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for service in self.services:
+            if service.proc is None:
+                continue
+            # Kill the whole group: children of children (e.g. torch compile workers) included.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(service.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.proc.wait(timeout=5)
+
+
+class ChildFailed(Exception):
+    def __init__(self, service: Service, what: str):
+        super().__init__(f"{service.name} {what}")
+        self.service = service
+        self.what = what
+
+
+def log_tail(path: Path | None, lines: int = 30) -> str:
+    if path is None:
+        return "(no log)"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    text = text.rsplit("===== ", 1)[-1]  # this run only
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+# ---- banner ----------------------------------------------------------------------------------
+
+
+def package_versions() -> str:
+    found = []
+    for name in ("torch", "transformers", "sentence-transformers", "fschat", "fastapi", "langchain", "streamlit"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{name} {metadata.version(name)}")
+    return ", ".join(found)
+
+
+def banner(supervisor: Supervisor, settings, args) -> str:
+    from configs import VERSION
+
+    line = "=" * 78
+    rows = [
+        line,
+        f"chatkb {VERSION} (Langchain-Chatchat 0.2.x compatible) is running",
+        f"OS: {platform.platform()}",
+        f"Python: {platform.python_version()} ({sys.executable})",
+        f"packages: {package_versions()}",
+    ]
+    for service in supervisor.services:
+        if service.kind == "worker":
+            info = service.info
+            detail = ", ".join(str(x) for x in (info.get("device"), info.get("backend")) if x)
+            rows.append(
+                f"{service.title}: {', '.join(info.get('models') or service.models)} [{detail}] at {service.url}"
+            )
+    for service in supervisor.services:
+        if service.name == "controller":
+            rows.append(f"controller: {service.url}")
+        elif service.name == "openai_gateway":
+            rows.append(f"OpenAI-compatible API: {service.url}/v1")
+        elif service.name == "api":
+            rows.append(f"API server: {service.url} (docs at {service.url}/docs)")
+        elif service.name == "webui":
+            rows.append(f"web UI: {service.url}")
+    if any(s.kind == "worker" for s in supervisor.services):
+        rows.append(
+            f"workers registered with: {(args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip('/')}"
+        )
+    rows.append(f"logs: {supervisor.log_dir}")
+    rows.append("Ctrl+C stops everything.")
+    rows.append(line)
+    return "\n".join(rows)
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not anything_selected(args):
+        parser.print_help()
+        return 0
+    args = selection(args)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with contextlib.suppress(AttributeError):
+        signal.signal(signal.SIGHUP, on_signal)
+
+    try:
+        settings = load_settings()
+        stages, notes = plan_services(args, settings)
+        if not any(stages):
+            raise ConfigError("nothing to start with these flags (see --help)")
+        preflight(stages, args, settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Shutdown:
+        return 0
+
+    supervisor = Supervisor(settings, args.quiet)
+    for note in notes:
+        supervisor.say(f"note: {note}")
+    status = 0
+    try:
+        for stage in stages:
+            for service in stage:
+                supervisor.start(service)
+            supervisor.wait_ready(stage)
+        supervisor.say(banner(supervisor, settings, args))
+        supervisor.monitor()
+    except Shutdown as exc:
+        supervisor.say(f"{exc.args[0] if exc.args else 'signal'} received: stopping all services")
+    except ChildFailed as exc:
+        print(f"error: {exc} (log: {exc.service.log_path})\n{log_tail(exc.service.log_path)}", file=sys.stderr)
+        status = 1
+    finally:
+        # A second Ctrl+C must not interrupt the cleanup.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop_all()
+    if status == 0:
+        supervisor.say("all services stopped")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""A forwarding HTTP proxy (plain ``http://`` targets) that records the URLs it was asked for."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+
+from tests.helpers.processes import free_port
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    seen: list[str]
+
+    def do_GET(self):  # noqa: N802 (the name http.server calls)
+        self.seen.append(self.path)  # absolute-form URL, as clients send it to a proxy
+        upstream = httpx.get(self.path, headers={"Accept": self.headers.get("Accept", "*/*")}, timeout=10)
+        body = upstream.content
+        self.send_response(upstream.status_code)
+        self.send_header("Content-Type", upstream.headers.get("content-type", "application/octet-stream"))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def recording_proxy() -> Iterator[tuple[str, list[str]]]:
+    """Yield (proxy URL, list of URLs requested through it)."""
+    seen: list[str] = []
+    handler = type("Handler", (_ProxyHandler,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,147 @@
+"""startup.py as users run it: help, configuration errors before anything starts, clean stops, dead children."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.helpers.processes import REPO_ROOT, child_env, free_port, log_tail
+from tests.helpers.stack import free_ports, stack_env
+
+
+def run_startup(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "startup.py", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def openai_api_env(tmp_path: Path) -> tuple[dict[str, str], int, int]:
+    controller, gateway = free_ports(2)
+    return child_env(tmp_path, **stack_env(controller, gateway, {})), controller, gateway
+
+
+def test_no_flag_prints_the_help(tmp_path):
+    result = run_startup([], child_env(tmp_path))
+    assert result.returncode == 0
+    assert "usage: startup.py" in result.stdout
+    for flag in ("--all-webui", "--all-api", "--llm-api", "--openai-api", "--model-worker", "--model-name"):
+        assert flag in result.stdout
+    for flag in ("--controller", "--api-worker", "--webui", "--quiet", "--lite"):
+        assert flag in result.stdout
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts(tmp_path):
+    env, controller, _ = openai_api_env(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", controller))
+        busy.listen()
+        result = run_startup(["-o"], env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"port {controller}" in lines[0] and "in use" in lines[0]
+    assert "FSCHAT_CONTROLLER" in lines[0]  # what to change
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").glob("*.log"))
+
+
+def test_an_unknown_model_is_one_line_before_anything_starts(tmp_path):
+    env, _, _ = openai_api_env(tmp_path)
+    result = run_startup(["--llm-api", "-n", "no-such-model"], env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-model" in lines[0] and "not found" in lines[0]
+
+
+def test_an_invalid_setting_is_one_line_naming_it(tmp_path):
+    env, _, _ = openai_api_env(tmp_path)
+    env["CHATCHAT_API_SERVER__PORT"] = "not-a-port"
+    result = run_startup(["-o"], env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "API_SERVER.port" in lines[0]
+
+
+def test_a_worker_without_a_reachable_controller_is_refused(tmp_path):
+    env, _, _ = openai_api_env(tmp_path)
+    result = run_startup(["-m", "-c", f"http://127.0.0.1:{free_port()}"], env)
+    assert result.returncode == 2
+    assert "no controller answers" in result.stderr and "-c" in result.stderr
+
+
+@contextlib.contextmanager
+def launched(args: list[str], env: dict[str, str], log: Path):
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "startup.py", *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until_up(proc: subprocess.Popen, gateway_port: int, log: Path, timeout: float = 120) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while "is running" not in log.read_text():
+        assert proc.poll() is None, log_tail(log)
+        assert time.monotonic() < deadline, log_tail(log)
+        time.sleep(0.2)
+    assert httpx.get(f"http://127.0.0.1:{gateway_port}/health").status_code == 200
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2
+    return children
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_every_child_and_frees_the_ports(tmp_path, signum):
+    env, controller, gateway = openai_api_env(tmp_path)
+    log = tmp_path / "startup.log"
+    with launched(["-o"], env, log) as proc:
+        children = wait_until_up(proc, gateway, log)
+        text = log.read_text()
+        assert f"http://127.0.0.1:{gateway}/v1" in text and "Python" in text and "fschat" in text  # the banner
+        started = time.monotonic()
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - started < 12
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [p.pid for p in alive]
+    assert port_free(controller) and port_free(gateway)
+    assert (tmp_path / "logs" / "controller.log").is_file() and (tmp_path / "logs" / "openai_gateway.log").is_file()
+
+
+def test_a_child_that_dies_is_reported_and_the_launcher_exits_non_zero(tmp_path):
+    env, controller, gateway = openai_api_env(tmp_path)
+    log = tmp_path / "startup.log"
+    with launched(["-o"], env, log) as proc:
+        children = wait_until_up(proc, gateway, log)
+        victim = next(p for p in children if "server.openai_gateway" in " ".join(p.cmdline()))
+        victim.kill()
+        assert proc.wait(timeout=30) == 1
+    output = log.read_text()
+    assert "openai_gateway exited with status -9" in output
+    assert "Uvicorn running" in output  # the tail of the dead child's log
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
+    assert port_free(controller)
