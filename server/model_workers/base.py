@@ -250,6 +250,7 @@ def create_worker_app(worker: ChatkbWorker, port: int) -> FastAPI:
             "status": "switching" if worker.switching else "ok",
             "models": worker.model_names,
             "registered": worker.registered,
+            "inflight": worker._inflight,
             "worker_address": worker.worker_addr,
             "controller_address": worker.controller_addr,
             **worker.describe(),

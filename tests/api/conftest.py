@@ -17,6 +17,5 @@ def api_server(tmp_path_factory, request):
 
 @pytest.fixture(scope="module")
 def client(api_server):
-    headers = getattr(api_server, "auth_headers", None) or {}
-    with httpx.Client(base_url=api_server.url, timeout=180.0, headers=headers) as http:
+    with httpx.Client(base_url=api_server.url, timeout=180.0) as http:
         yield http

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -29,11 +30,33 @@ pytestmark = [
 ]
 
 
+def free_port_run(count: int) -> int:
+    """A port such that it and the ``count - 1`` ports after it are all free right now."""
+    taken = set()
+    for _ in range(200):
+        base = free_port()
+        candidates = [p for p in range(base, base + count) if p <= 65535 and p not in taken]
+        if len(candidates) == count and all(_is_free(p) for p in candidates):
+            return base
+        taken.add(base)
+    raise RuntimeError(f"no run of {count} free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Everything (controller, gateway, workers, API, UI) as users start it: ``python startup.py -a``."""
     data_root = tmp_path_factory.mktemp("browser_stack")
-    ports = {name: free_port() for name in ("api", "webui", "controller", "gateway", "worker")}
+    ports = {name: free_port() for name in ("api", "webui", "controller", "gateway")}
+    ports["worker"] = free_port_run(3)  # the LLM worker takes the base port, the embeddings worker the next
     env = child_env(
         data_root,
         CHATCHAT_API_SERVER__PORT=str(ports["api"]),
