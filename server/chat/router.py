@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.chat import agent_chat, completion, file_chat, knowledge_base_chat, llm_chat, search_engine_chat
+from server.chat import (
+    agent_chat,
+    completion,
+    conversations,
+    file_chat,
+    knowledge_base_chat,
+    llm_chat,
+    search_engine_chat,
+)
 from server.responses import BaseResponse
 
 router = APIRouter(tags=["Chat"])
@@ -24,6 +32,19 @@ router.post("/search_engine_chat", summary="Answer from a web search, with sourc
     search_engine_chat.search_engine_chat
 )
 router.post("/agent_chat", summary="A tool-using agent", description=_SSE)(agent_chat.agent_chat)
+
+router.get("/conversations", summary="Stored conversations, newest first", response_model=BaseResponse)(
+    conversations.list_conversations
+)
+router.get("/conversations/messages", summary="Every message of a conversation", response_model=BaseResponse)(
+    conversations.conversation_messages
+)
+router.post("/conversations/rename", summary="Rename (or create) a conversation", response_model=BaseResponse)(
+    conversations.rename_conversation
+)
+router.post("/conversations/delete", summary="Delete a conversation and its messages", response_model=BaseResponse)(
+    conversations.delete_conversation
+)
 
 completion_router.post("/other/completion", summary="Plain text completion (raw text events)", description=_SSE)(
     completion.completion

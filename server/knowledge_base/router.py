@@ -6,6 +6,8 @@ api_service.py in worker threads, and answers use the contract's envelopes and m
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import mimetypes
 from pathlib import PurePosixPath
 from typing import Annotated, Any
@@ -55,6 +57,11 @@ def event_stream(events) -> EventSourceResponse:
 @router.get("/list_knowledge_bases", response_model=ListResponse, summary="获取知识库列表")
 def list_knowledge_bases() -> ListResponse:
     return ListResponse(data=[kb.kb_name for kb in service.list_kbs()])
+
+
+@router.get("/list_knowledge_base_details", response_model=BaseResponse, summary="知识库详情列表（扩展接口）")
+def list_knowledge_base_details() -> BaseResponse:
+    return envelope(200, "success", [asdict(kb) for kb in service.list_kbs()])
 
 
 @router.post("/create_knowledge_base", response_model=BaseResponse, summary="创建知识库")
@@ -118,6 +125,18 @@ def list_files(knowledge_base_name: Annotated[str, Query(examples=["samples"])])
         return ListResponse(data=service.list_files(knowledge_base_name))
     except service.KnowledgeBaseNotFound:
         return ListResponse(code=404, msg=f"未找到知识库 {knowledge_base_name}", data=[])
+
+
+@router.get("/list_file_details", response_model=BaseResponse, summary="知识库内文件详情（扩展接口，含未入库文件）")
+def list_file_details(knowledge_base_name: Annotated[str, Query(examples=["samples"])]) -> BaseResponse:
+    try:
+        security.check_kb_name(knowledge_base_name)
+    except UnsafeName:
+        return envelope(403, security.ATTACK_MESSAGE, [])
+    try:
+        return envelope(200, "success", service.file_details(knowledge_base_name))
+    except service.KnowledgeBaseNotFound:
+        return not_found(knowledge_base_name, [])
 
 
 @router.post("/upload_docs", response_model=BaseResponse, summary="上传文件到知识库，并/或进行向量化")

@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from langchain_core.documents import Document
@@ -364,6 +365,40 @@ def delete_files(
 def list_files(kb_name: str) -> list[str]:
     get_kb(kb_name)
     return file_repo.list_file_names(kb_name)
+
+
+def file_details(kb_name: str) -> list[dict]:
+    """Every file in content/ or in the database: how it was ingested, or why it failed."""
+    get_kb(kb_name)
+    records = {record.file_name: record for record in file_repo.list_files(kb_name)}
+    errors = file_repo.list_errors(kb_name)
+    in_folder = set(paths.list_content_files(kb_name))
+    details = []
+    for name in sorted(in_folder | set(records)):
+        record = records.get(name)
+        details.append(
+            {
+                "file_name": name,
+                "file_ext": PurePosixPath(name).suffix.lower(),
+                "document_loader": record.document_loader_name if record else "",
+                "text_splitter": record.text_splitter_name if record else "",
+                "docs_count": record.docs_count if record else 0,
+                "file_size": record.file_size if record else _size_or_none(paths.file_path(kb_name, name)),
+                "file_mtime": record.file_mtime if record else None,
+                "custom_docs": record.custom_docs if record else False,
+                "in_folder": name in in_folder,
+                "in_db": record is not None,
+                "error": errors.get(name, ""),
+            }
+        )
+    return details
+
+
+def _size_or_none(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 # ---- search and chunks --------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import numpy as np
@@ -182,3 +183,19 @@ def test_api_keys_are_required_when_configured(llm_stack, tmp_path):
         keyed = openai.OpenAI(base_url=url + "/v1", api_key="sk-one", timeout=300, max_retries=0)
         answer = keyed.chat.completions.create(model=llm_stack.model_name, messages=QUESTION, max_tokens=8)
         assert answer.choices[0].message.content.strip()
+
+
+def test_a_client_that_disconnects_stops_its_generation(llm_stack):
+    worker = llm_stack.worker_urls[llm_stack.model_name]
+    counting = ", ".join(str(i) for i in range(1, 30)) + ","  # continues for as long as it may
+    body = {"model": llm_stack.model_name, "prompt": counting, "max_tokens": 2000, "temperature": 0, "stream": True}
+    with httpx.stream("POST", llm_stack.gateway_url + "/v1/completions", json=body, timeout=120) as response:
+        for i, _ in enumerate(response.iter_bytes()):
+            if i == 3:
+                assert httpx.get(worker + "/health").json()["inflight"] == 1
+            if i >= 5:
+                break
+    deadline = time.monotonic() + 10
+    while httpx.get(worker + "/health").json()["inflight"] != 0:
+        assert time.monotonic() < deadline, "generation went on after the client left"
+        time.sleep(0.2)

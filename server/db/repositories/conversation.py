@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from server.db.engine import session_scope
 from server.db.models import ConversationModel, MessageModel
@@ -122,3 +122,51 @@ def set_feedback(message_id: str, score: int, reason: str) -> bool:
         row.feedback_score = score
         row.feedback_reason = reason[:MAX_REASON_CHARS]
         return True
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    id: str
+    name: str
+    chat_type: str
+    create_time: datetime | None
+
+
+def list_conversations() -> list[ConversationRecord]:
+    """Every stored conversation, newest first."""
+    with session_scope() as session:
+        rows = session.scalars(select(ConversationModel).order_by(ConversationModel.create_time.desc())).all()
+        return [ConversationRecord(row.id, row.name or "", row.chat_type or "", row.create_time) for row in rows]
+
+
+def all_messages(conversation_id: str) -> list[MessageRecord]:
+    """Every message of a conversation, oldest first (the UI reloads a conversation with it)."""
+    with session_scope() as session:
+        rows = session.scalars(
+            select(MessageModel)
+            .where(MessageModel.conversation_id == conversation_id)
+            .order_by(MessageModel.create_time)
+        ).all()
+        return [_to_record(row) for row in rows]
+
+
+def rename_conversation(conversation_id: str, name: str, chat_type: str = "llm_chat") -> None:
+    """Name a conversation, creating it when the UI names it before its first message."""
+    with session_scope() as session:
+        row = session.get(ConversationModel, conversation_id)
+        if row is None:
+            session.add(
+                ConversationModel(
+                    id=conversation_id, name=name[:MAX_NAME_CHARS], chat_type=chat_type, create_time=datetime.now()
+                )
+            )
+        else:
+            row.name = name[:MAX_NAME_CHARS]
+
+
+def delete_conversation(conversation_id: str) -> bool:
+    """Delete a conversation and its messages; False when there was nothing to delete."""
+    with session_scope() as session:
+        messages = session.execute(delete(MessageModel).where(MessageModel.conversation_id == conversation_id))
+        conversations = session.execute(delete(ConversationModel).where(ConversationModel.id == conversation_id))
+        return bool(messages.rowcount or conversations.rowcount)
