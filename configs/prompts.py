@@ -49,7 +49,7 @@ DEFAULT_PROMPT_TEMPLATES: dict[str, dict[str, str]] = {
             "Answer the question as well as you can. You have these tools:\n\n{{ tools }}\n\n"
             "To use a tool, reply exactly in this form and stop:\n"
             "Thought: why a tool helps\nAction: one of [{{ tool_names }}]\nAction Input: the input, as JSON\n\n"
-            "You will then receive \"Observation: <the tool's result>\". "
+            'You will then receive "Observation: <the tool\'s result>". '
             "When you know the answer, reply:\nFinal Answer: the answer\n\n"
             "Question: {{ input }}"
         ),

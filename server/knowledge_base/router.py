@@ -6,9 +6,8 @@ api_service.py in worker threads, and answers use the contract's envelopes and m
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import mimetypes
+from dataclasses import asdict
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 

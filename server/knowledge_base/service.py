@@ -30,6 +30,7 @@ from server.knowledge_base.vector_stores import (
     SUPPORTED_VS_TYPES,
     FaissStore,
     ScoredChunk,
+    StoreCorrupted,
     StoredChunk,
     get_store_cache,
 )
@@ -179,8 +180,15 @@ def _write_store(
 
 def _read_store(kb_name: str, embed_model: str, backend: EmbeddingBackend, use: Callable[[FaissStore], object]):
     key, folder = _store_key(kb_name, embed_model)
-    with get_store_cache().read(key, folder, backend.dimension) as store:
-        return use(store)
+    try:
+        with get_store_cache().read(key, folder, backend.dimension) as store:
+            return use(store)
+    except (OSError, StoreCorrupted):
+        # A delete_kb in another request can remove the folder while we read it: that is "not found",
+        # not a server error. Anything else is a real problem with the store.
+        if not kb_exists(kb_name) or not folder.exists():
+            raise KnowledgeBaseNotFound(kb_name) from None
+        raise
 
 
 def save_vector_store(kb_name: str) -> None:
