@@ -201,7 +201,7 @@ def safe_name(name: str) -> str:
 
 def plan_services(args: argparse.Namespace, settings) -> tuple[list[list[Service]], list[str]]:
     """Stages of services to start in order, and notes for the user."""
-    from server.model_workers.model_paths import ModelNotFound, resolve_local_model
+    from server.model_workers.model_paths import ModelNotFound, configured_device, resolve_local_model
 
     notes: list[str] = []
     log_level = ["--log-level", "warning"] if args.quiet else []
@@ -301,6 +301,15 @@ def plan_services(args: argparse.Namespace, settings) -> tuple[list[list[Service
             resolve_local_model(name, settings)
         except ModelNotFound as exc:
             raise ConfigError(f"{exc} (or leave it out of -n/LLM_MODELS)")
+        device = (configured_device(name, settings) or "auto").strip().lower()
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            config = settings.FSCHAT_MODEL_WORKERS.get(name)
+            where = (
+                f"FSCHAT_MODEL_WORKERS.{name}.device"
+                if config and "device" in config.model_fields_set
+                else "LLM_DEVICE"
+            )
+            raise ConfigError(f"device '{device}' of {name} is not one of auto, cpu, cuda, cuda:N, mps: change {where}")
         workers.append(
             worker(
                 "server.model_workers.transformers_worker",

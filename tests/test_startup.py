@@ -70,6 +70,15 @@ def test_an_invalid_setting_is_one_line_naming_it(tmp_path):
     assert len(lines) == 1 and "API_SERVER.port" in lines[0]
 
 
+def test_an_unknown_device_is_one_line_naming_the_setting(tmp_path):
+    env, _, _ = openai_api_env(tmp_path)
+    env["CHATCHAT_LLM_DEVICE"] = "gpu"
+    result = run_startup(["--llm-api"], env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'gpu'" in lines[0] and "LLM_DEVICE" in lines[0]
+
+
 def test_a_worker_without_a_reachable_controller_is_refused(tmp_path):
     env, _, _ = openai_api_env(tmp_path)
     result = run_startup(["-m", "-c", f"http://127.0.0.1:{free_port()}"], env)

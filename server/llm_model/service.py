@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from configs import ModelWorkerConfig, Settings, get_settings
-from server.model_workers.model_paths import find_local_model, list_local_models
+from server.model_workers.model_paths import configured_device, find_local_model, list_local_models
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ def get_model_config(model_name: str, settings: Settings | None = None) -> dict[
     worker = settings.FSCHAT_MODEL_WORKERS.get(model_name)
     if worker is not None:
         config.update(worker.model_dump(exclude_unset=True))
+    if online is None:
+        config["device"] = configured_device(model_name, settings)
     config["online_api"] = online is not None
     local = None if online is not None else find_local_model(model_name, settings)
     config["model_path"] = local.display_path if local else ""

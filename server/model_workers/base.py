@@ -371,7 +371,7 @@ def worker_arg_parser(description: str, settings: Settings) -> argparse.Argument
         help="the URL the controller and gateway use to reach this worker "
         "(default: http://<host>:<port>, with 0.0.0.0 replaced by this machine's address)",
     )
-    parser.add_argument("--limit-worker-concurrency", type=int, default=5)
+    parser.add_argument("--limit-worker-concurrency", type=int, default=16)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 

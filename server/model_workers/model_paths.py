@@ -47,6 +47,15 @@ class LocalModel:
         return str(self.folder / self.gguf_file) if self.gguf_file else str(self.folder)
 
 
+def configured_device(name: str, settings: Settings | None = None) -> str:
+    """FSCHAT_MODEL_WORKERS.<name>.device when it is set there, else LLM_DEVICE."""
+    settings = settings or get_settings()
+    config = settings.FSCHAT_MODEL_WORKERS.get(name)
+    if config is not None and "device" in config.model_fields_set:
+        return config.device
+    return settings.LLM_DEVICE
+
+
 def packaged_gguf(name: str) -> Path | None:
     entry = PACKAGED_LLMS.get(name)
     if entry is None:

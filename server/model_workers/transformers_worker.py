@@ -43,6 +43,7 @@ from server.model_workers.model_paths import (
     LocalModel,
     ModelNotFound,
     cached_folder,
+    configured_device,
     convert_gguf_to_cache,
     hf_folder_for,
     resolve_local_model,
@@ -242,14 +243,13 @@ class VLLMBackend:  # pragma: no cover - needs CUDA and vllm, neither present on
     name = "vllm"
 
     def __init__(self, model: LocalModel, device: str, max_context: int | None):
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
         folder, gguf_file = hf_folder_for(model)
         if gguf_file is not None:
             # vLLM reads Hugging Face folders; convert the GGUF once through transformers.
-            tokenizer, hf_model = load_tokenizer_and_model(model, "cpu")
-            del hf_model
+            load_tokenizer_and_model(model, "cpu")  # writes the conversion cache; the result is dropped
             folder, gguf_file = hf_folder_for(model)
             if gguf_file is not None:
                 raise RuntimeError("vLLM needs a Hugging Face folder and the GGUF conversion cache is not writable")
@@ -260,9 +260,7 @@ class VLLMBackend:  # pragma: no cover - needs CUDA and vllm, neither present on
             model=str(folder), trust_remote_code=True, max_model_len=max_context, gpu_memory_utilization=0.85
         )
         self.engine = AsyncLLMEngine.from_engine_args(args)
-        self.context_len = max_context or _context_length(
-            __import__("transformers").AutoConfig.from_pretrained(str(folder), trust_remote_code=True), None
-        )
+        self.context_len = _context_length(AutoConfig.from_pretrained(str(folder), trust_remote_code=True), max_context)
         self.eos_token_ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
 
     def encode(self, text: str, chat: bool) -> list[int]:
@@ -404,13 +402,21 @@ class TransformersWorker(ChatkbWorker):
                 self.backend.release()
                 try:
                     self.backend = await asyncio.to_thread(
-                        create_backend, model, config.device, config.infer_turbo, config.max_context
+                        create_backend,
+                        model,
+                        configured_device(new_model_name, settings),
+                        config.infer_turbo,
+                        config.max_context,
                     )
                 except Exception as exc:
                     logger.exception("loading %s failed; reloading %s", new_model_name, old_name)
                     old_config = settings.worker_config(old_name)
                     self.backend = await asyncio.to_thread(
-                        create_backend, old_model, old_config.device, old_config.infer_turbo, old_config.max_context
+                        create_backend,
+                        old_model,
+                        configured_device(old_name, settings),
+                        old_config.infer_turbo,
+                        old_config.max_context,
                     )
                     return {"code": 500, "msg": f"failed change model from {old_name} to {new_model_name}: {exc}"}
                 finally:
@@ -439,7 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     config = settings.worker_config(args.model_name)
     worker = TransformersWorker(
         model=model,
-        device_setting=args.device or config.device,
+        device_setting=args.device or configured_device(args.model_name, settings),
         infer_turbo=config.infer_turbo,
         max_context=config.max_context,
         controller_addr=args.controller_address,
