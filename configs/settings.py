@@ -187,7 +187,13 @@ class Settings(BaseSettings):
         return self.SQLALCHEMY_DATABASE_URI or f"sqlite:///{self.db_path}"
 
     def worker_config(self, model_name: str) -> ModelWorkerConfig:
-        return self.FSCHAT_MODEL_WORKERS.get(model_name, ModelWorkerConfig(device=self.LLM_DEVICE))
+        """How a model is served; its device falls back to LLM_DEVICE unless its entry names one."""
+        config = self.FSCHAT_MODEL_WORKERS.get(model_name)
+        if config is None:
+            return ModelWorkerConfig(device=self.LLM_DEVICE)
+        if "device" in config.model_fields_set:
+            return config
+        return config.model_copy(update={"device": self.LLM_DEVICE})
 
     def public_dict(self) -> dict[str, Any]:
         """Settings safe to show to API clients: no keys, no secrets."""

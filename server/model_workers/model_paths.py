@@ -49,11 +49,7 @@ class LocalModel:
 
 def configured_device(name: str, settings: Settings | None = None) -> str:
     """FSCHAT_MODEL_WORKERS.<name>.device when it is set there, else LLM_DEVICE."""
-    settings = settings or get_settings()
-    config = settings.FSCHAT_MODEL_WORKERS.get(name)
-    if config is not None and "device" in config.model_fields_set:
-        return config.device
-    return settings.LLM_DEVICE
+    return (settings or get_settings()).worker_config(name).device
 
 
 def packaged_gguf(name: str) -> Path | None:
