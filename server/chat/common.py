@@ -68,6 +68,7 @@ class LLMRequest(BaseModel):
     temperature: float = Field(default_factory=lambda: get_settings().TEMPERATURE, ge=0.0, le=2.0)
     max_tokens: int | None = Field(None, description="tokens to generate; null or <= 0: MAX_TOKENS from settings")
     prompt_name: str = Field("default", description="template name under PROMPT_TEMPLATES[<mode>]")
+    conversation_id: str = Field("", max_length=32, description="conversation the exchange is stored under")
 
 
 # ---- validation shared by the modes ---------------------------------------------------------------
@@ -168,3 +169,20 @@ async def guarded(events: AsyncIterator[str], on_error: Callable[[BaseException]
             yield event
     except Exception as exc:  # the stream has started: report in-band, never as a traceback
         yield error_event(on_error(exc))
+
+
+# ---- stored exchanges ------------------------------------------------------------------------------
+
+
+def start_exchange(conversation_id: str, chat_type: str, query: str, meta_data: dict) -> str:
+    """Store the question before answering, so feedback can name it by the message_id we stream."""
+    from server.db.repositories import conversation as conversation_repo
+
+    conversation_repo.ensure_conversation(conversation_id, chat_type, name=query)
+    return conversation_repo.add_message(conversation_id, chat_type, query, meta_data=meta_data)
+
+
+def finish_exchange(message_id: str, answer: str) -> None:
+    from server.db.repositories import conversation as conversation_repo
+
+    conversation_repo.update_response(message_id, answer)

@@ -13,6 +13,8 @@ from server.chat.knowledge_base_chat import PROMPT_TYPE, build_prompt
 from server.knowledge_base.temp_stores import TempStoreNotFound, get_temp_stores
 from server.knowledge_base.vector_stores import ScoredChunk
 
+CHAT_TYPE = "file_chat"
+
 
 class FileChatRequest(LLMRequest):
     query: str = Field(..., description="the question")
@@ -34,7 +36,9 @@ async def file_chat(body: FileChatRequest):
     # Temp files have no download link: they are gone once indexed.
     sources = [retrieval.Source(str(h.chunk.metadata.get("source", "")), h.chunk.page_content) for h in hits]
     docs = retrieval.format_sources(sources)
-    return common.event_stream(retrieval.answer_events(body, body.history, prompt, docs))
+    return common.event_stream(
+        retrieval.answer_events(body, retrieval.Exchange(CHAT_TYPE, body.query), body.history, prompt, docs)
+    )
 
 
 def _search(body: FileChatRequest) -> list[ScoredChunk]:

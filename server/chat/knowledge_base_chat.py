@@ -47,7 +47,11 @@ async def knowledge_base_chat(body: KnowledgeBaseChatRequest, request: Request):
     except ChatError as exc:
         return exc.response()
     docs = retrieval.format_sources(kb_sources(str(request.base_url), body.knowledge_base_name, hits))
-    return common.event_stream(retrieval.answer_events(body, body.history, prompt, docs, body.return_direct))
+    return common.event_stream(
+        retrieval.answer_events(
+            body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs, body.return_direct
+        )
+    )
 
 
 def _require_kb(kb_name: str) -> None:

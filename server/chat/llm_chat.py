@@ -26,7 +26,6 @@ MAX_DB_HISTORY_CHARS = 6000
 
 class ChatRequest(LLMRequest):
     query: str = Field(..., description="the user's message")
-    conversation_id: str = Field("", max_length=32, description="conversation the message belongs to")
     history_len: int = Field(-1, description="> 0: read that many past messages of the conversation from the DB")
     history: list[History] = Field([], description="past messages [{role, content}]; takes precedence over the DB")
 
@@ -67,9 +66,8 @@ def _messages(template: str, history: list[History], query: str):
 
 
 def _start_exchange(body: ChatRequest) -> str:
-    conversation_repo.ensure_conversation(body.conversation_id, CHAT_TYPE, name=body.query)
     meta = {"model_name": body.model_name, "prompt_name": body.prompt_name}
-    return conversation_repo.add_message(body.conversation_id, CHAT_TYPE, body.query, meta_data=meta)
+    return common.start_exchange(body.conversation_id, CHAT_TYPE, body.query, meta)
 
 
 async def _answer_events(body: ChatRequest, messages, message_id: str) -> AsyncIterator[str]:
@@ -87,7 +85,7 @@ async def _answer_events(body: ChatRequest, messages, message_id: str) -> AsyncI
     finally:
         # Also runs when the client disconnects (the generator is cancelled, so no await here):
         # whatever was generated is kept.
-        conversation_repo.update_response(message_id, answer)
+        common.finish_exchange(message_id, answer)
 
 
 # ---- feedback ------------------------------------------------------------------------------------------

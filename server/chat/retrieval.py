@@ -6,6 +6,7 @@ streaming; one ``{"answer": full, "docs": [...]}`` otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,14 @@ logger = logging.getLogger(__name__)
 
 # Shown instead of sources when nothing matched (Chatchat's exact text, its UI colours it).
 NO_DOCS_FOUND = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What is stored for an answer: the mode and the user's question (not the filled prompt)."""
+
+    chat_type: str
+    query: str
 
 
 @dataclass(frozen=True)
@@ -48,11 +57,22 @@ def build_prompt(template: str, query: str, context: str) -> str:
 
 
 async def answer_events(
-    body: LLMRequest, history: list[History], prompt: str, docs: list[str], return_direct: bool = False
+    body: LLMRequest,
+    exchange: Exchange,
+    history: list[History],
+    prompt: str,
+    docs: list[str],
+    return_direct: bool = False,
 ) -> AsyncIterator[str]:
+    """Stream the answer, then the sources. Events also carry ``message_id`` (an addition to
+    Chatchat's format, which clients ignore) so that /chat/feedback can score any mode's answer."""
     if return_direct:
         yield common.dumps({"docs": docs} if body.stream else {"answer": "", "docs": docs})
         return
+    meta = {"model_name": body.model_name, "prompt_name": body.prompt_name, "docs": docs}
+    message_id = await asyncio.to_thread(
+        common.start_exchange, body.conversation_id, exchange.chat_type, exchange.query, meta
+    )
     model = llm.chat_model(body.model_name, body.temperature, body.max_tokens)
     messages = common.build_messages(history, prompt)
     answer = ""
@@ -63,14 +83,17 @@ async def answer_events(
             first_token_at = first_token_at or time.perf_counter()
             answer += token
             if body.stream:
-                yield common.dumps({"answer": token})
+                yield common.dumps({"answer": token, "message_id": message_id})
     except Exception as exc:
         yield common.error_event(common.llm_failure_message(body.model_name, exc))
         return
+    finally:
+        common.finish_exchange(message_id, answer)  # also when the client went away mid-answer
     logger.info(
         "answered with %s: first token %.2fs, total %.2fs",
         body.model_name,
         (first_token_at or time.perf_counter()) - started,
         time.perf_counter() - started,
     )
-    yield common.dumps({"docs": docs} if body.stream else {"answer": answer, "docs": docs})
+    final = {"docs": docs} if body.stream else {"answer": answer, "docs": docs}
+    yield common.dumps({**final, "message_id": message_id})

@@ -61,7 +61,9 @@ async def _events(body: SearchEngineChatRequest, template: str) -> AsyncIterator
     context = "\n".join(result.snippet for result in results)
     prompt = retrieval.build_prompt(template, body.query, context)
     docs = retrieval.format_sources(web_sources(results))
-    async for event in retrieval.answer_events(body, body.history, prompt, docs):
+    async for event in retrieval.answer_events(
+        body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs
+    ):
         yield event
 
 

@@ -17,6 +17,7 @@ from tests.chat.conftest import (
     ZEPHYR_QUESTION,
     post_envelope,
     post_events,
+    query_db,
     scripted_env,
 )
 from tests.chat.servers.http_proxy import recording_proxy
@@ -48,7 +49,8 @@ def test_kb_chat_answers_from_the_right_file_and_cites_it(chat_api, llm, stream)
     )
 
     if stream:
-        assert all(set(e) == {"answer"} for e in events[:-1]) and len(events) > 2
+        assert all(set(e) == {"answer", "message_id"} for e in events[:-1]) and len(events) > 2
+        assert len({e["message_id"] for e in events}) == 1  # the final docs event names it too
         answer, docs = "".join(e["answer"] for e in events[:-1]), events[-1]["docs"]
     else:
         assert len(events) == 1
@@ -72,7 +74,7 @@ def test_kb_chat_with_nothing_above_threshold_uses_the_empty_template(chat_api, 
         {"query": ZEPHYR_QUESTION, "knowledge_base_name": KB_NAME, "score_threshold": 0.0, "stream": True},
     )
 
-    assert events[-1] == {"docs": [NO_DOCS]}
+    assert events[-1]["docs"] == [NO_DOCS]
     assert llm.chat_requests()[-1]["messages"][-1]["content"] == f"请你回答我的问题:\n{ZEPHYR_QUESTION}\n\n"
 
 
@@ -264,3 +266,21 @@ def test_concurrent_kb_chats_each_get_their_own_answer_and_sources(chat_api, llm
         answer = "".join(e["answer"] for e in events[:-1])
         assert answer.startswith("Echo: ") and question in answer
         assert _sources(events[-1]["docs"])[0][1] == file
+
+
+def test_kb_chat_exchange_is_stored_in_its_conversation_and_can_be_scored(chat_api, llm):
+    conversation_id = "kbconv" + "0" * 26
+    events = post_events(
+        f"{chat_api.url}/chat/knowledge_base_chat",
+        {"query": ZEPHYR_QUESTION, "knowledge_base_name": KB_NAME, "conversation_id": conversation_id},
+    )
+    message_id = events[-1]["message_id"]
+    rows = query_db(
+        chat_api, "SELECT conversation_id, chat_type, query, response FROM message WHERE id = ?", (message_id,)
+    )
+    assert rows == [(conversation_id, "knowledge_base_chat", ZEPHYR_QUESTION, events[0]["answer"])]
+
+    body = post_envelope(f"{chat_api.url}/chat/feedback", {"message_id": message_id, "score": 0, "reason": "vague"})
+    assert body["code"] == 200
+    scored = query_db(chat_api, "SELECT feedback_score, feedback_reason FROM message WHERE id = ?", (message_id,))
+    assert scored == [(0, "vague")]
