@@ -46,8 +46,10 @@ def test_a_proxy_worker_forwards_to_an_openai_compatible_upstream(llm_stack, tmp
             "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == direct.choices[0].message.content
         )
         # a client's max_tokens reaches the upstream
-        short = client.chat.completions.create(model="proxy-smol", messages=messages, max_tokens=2)
-        assert short.usage.completion_tokens <= 2
+        short = client.chat.completions.create(model="proxy-smol", messages=messages, max_tokens=2, temperature=0)
+        # The upstream stopped for length; usage is re-counted from the text, so allow a token of slack.
+        assert short.choices[0].finish_reason == "length"
+        assert short.usage.completion_tokens <= 3
     # on SIGTERM it unregisters at once, not after the heart-beat expiry
     assert "proxy-smol" not in httpx.post(llm_stack.controller_url + "/list_models", timeout=5).json()["models"]
 
