@@ -20,13 +20,14 @@ from server.other.docs import install_offline_docs
 
 logger = logging.getLogger(__name__)
 
-# (module, prefix): every area mounts its router here, so the app's shape is visible at a glance.
+# (module, router attribute, prefix): every area mounts its routers here, so the app's shape is
+# visible at a glance.
 ROUTERS = [
-    ("server.knowledge_base.router", "/knowledge_base"),
-    ("server.llm_model.router", "/llm_model"),
-    ("server.chat.router", "/chat"),
-    ("server.chat.other_router", ""),  # /other/completion
-    ("server.other.router", ""),
+    ("server.knowledge_base.router", "router", "/knowledge_base"),
+    ("server.llm_model.router", "router", "/llm_model"),
+    ("server.chat.router", "router", "/chat"),
+    ("server.chat.router", "completion_router", ""),  # /other/completion
+    ("server.other.router", "router", ""),
 ]
 
 
@@ -43,14 +44,8 @@ def create_app() -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "version": VERSION}
 
-    for module_name, prefix in ROUTERS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # area not built yet
-            raise
-        app.include_router(module.router, prefix=prefix)
+    for module_name, attribute, prefix in ROUTERS:
+        app.include_router(getattr(importlib.import_module(module_name), attribute), prefix=prefix)
 
     create_tables()  # a fresh data root works without running init_database.py first
     install_offline_docs(app)
