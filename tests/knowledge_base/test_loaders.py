@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.knowledge_base.loaders import SUPPORTED_EXTS, LoaderError, is_table_file, load_file, loader_name_for
@@ -173,3 +174,18 @@ def test_broken_files_raise_a_loader_error_that_says_why(folder, key, message):
     broken = fx.make_broken_files(folder, fx.make_pdf(folder))
     with pytest.raises(LoaderError, match=message):
         load_file(broken[key])
+
+
+def test_openvino_and_onnxruntime_ocr_read_the_same_text(folder):
+    from server.knowledge_base.loaders.ocr import _create_engine, arrange_lines, to_rgb_image
+
+    image = to_rgb_image(fx.text_image([fx.PNG_PHRASE, "Invoice 4711 due March 15"]))
+    bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    readings = {}
+    for backend in ("onnxruntime", "openvino"):
+        engine = _create_engine(backend)
+        assert type(engine).__module__.startswith(f"rapidocr_{backend}")
+        result, _ = engine(bgr)
+        readings[backend] = arrange_lines([(box, text) for box, text, _ in result])
+    assert readings["openvino"] == readings["onnxruntime"]
+    assert fx.PNG_PHRASE.split()[-1] in readings["openvino"]
