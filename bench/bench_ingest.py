@@ -59,7 +59,9 @@ class PeakRss:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", nargs="?", default=str(REPO_ROOT / "knowledge_base" / "samples" / "content"))
-    parser.add_argument("--workers", type=int, default=0, help="parse processes (0 = one per core)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="parse processes (default: INGEST_WORKERS; 0 = one per core)"
+    )
     parser.add_argument("--embed-model", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary knowledge base and print its path")
     args = parser.parse_args()
