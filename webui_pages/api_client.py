@@ -408,6 +408,13 @@ class _Endpoints:
         return self._call(_Request("POST", "/knowledge_base/upload_temp_docs", data=fields, files=parts))
 
     # ---- chat -------------------------------------------------------------------------
+    # Each mode keeps its own explicit signature (what scripts call); the fields every
+    # LLM-backed mode shares are assembled in one place.
+
+    def _chat(self, path: str, query: str, mode_fields: dict, common: dict):
+        body = {"query": query, **mode_fields, **common, "history": _history(common.get("history"))}
+        body["model_name"] = body.pop("model", None)
+        return self._stream(_Request("POST", path, json=_without_none(body)))
 
     def chat_chat(
         self,
@@ -421,18 +428,9 @@ class _Endpoints:
         prompt_name: str = "default",
         stream: bool = True,
     ):
-        body = {
-            "query": query,
-            "conversation_id": conversation_id,
-            "history_len": history_len,
-            "history": _history(history),
-            "stream": stream,
-            "model_name": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "prompt_name": prompt_name,
-        }
-        return self._stream(_Request("POST", "/chat/chat", json=_without_none(body)))
+        common = dict(history=history, model=model, temperature=temperature, max_tokens=max_tokens,
+                      prompt_name=prompt_name, stream=stream, conversation_id=conversation_id)  # fmt: skip
+        return self._chat("/chat/chat", query, {"history_len": history_len}, common)
 
     def knowledge_base_chat(
         self,
@@ -448,20 +446,10 @@ class _Endpoints:
         stream: bool = True,
         conversation_id: str | None = None,
     ):
-        body = {
-            "query": query,
-            "knowledge_base_name": knowledge_base_name,
-            "top_k": top_k,
-            "score_threshold": score_threshold,
-            "history": _history(history),
-            "stream": stream,
-            "model_name": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "prompt_name": prompt_name,
-            "conversation_id": conversation_id,
-        }
-        return self._stream(_Request("POST", "/chat/knowledge_base_chat", json=_without_none(body)))
+        mode = {"knowledge_base_name": knowledge_base_name, "top_k": top_k, "score_threshold": score_threshold}
+        common = dict(history=history, model=model, temperature=temperature, max_tokens=max_tokens,
+                      prompt_name=prompt_name, stream=stream, conversation_id=conversation_id)  # fmt: skip
+        return self._chat("/chat/knowledge_base_chat", query, mode, common)
 
     def file_chat(
         self,
@@ -477,20 +465,10 @@ class _Endpoints:
         stream: bool = True,
         conversation_id: str | None = None,
     ):
-        body = {
-            "query": query,
-            "knowledge_id": knowledge_id,
-            "top_k": top_k,
-            "score_threshold": score_threshold,
-            "history": _history(history),
-            "stream": stream,
-            "model_name": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "prompt_name": prompt_name,
-            "conversation_id": conversation_id,
-        }
-        return self._stream(_Request("POST", "/chat/file_chat", json=_without_none(body)))
+        mode = {"knowledge_id": knowledge_id, "top_k": top_k, "score_threshold": score_threshold}
+        common = dict(history=history, model=model, temperature=temperature, max_tokens=max_tokens,
+                      prompt_name=prompt_name, stream=stream, conversation_id=conversation_id)  # fmt: skip
+        return self._chat("/chat/file_chat", query, mode, common)
 
     def search_engine_chat(
         self,
@@ -506,20 +484,10 @@ class _Endpoints:
         stream: bool = True,
         conversation_id: str | None = None,
     ):
-        body = {
-            "query": query,
-            "search_engine_name": search_engine_name,
-            "top_k": top_k,
-            "history": _history(history),
-            "stream": stream,
-            "model_name": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "prompt_name": prompt_name,
-            "split_result": split_result,
-            "conversation_id": conversation_id,
-        }
-        return self._stream(_Request("POST", "/chat/search_engine_chat", json=_without_none(body)))
+        mode = {"search_engine_name": search_engine_name, "top_k": top_k, "split_result": split_result}
+        common = dict(history=history, model=model, temperature=temperature, max_tokens=max_tokens,
+                      prompt_name=prompt_name, stream=stream, conversation_id=conversation_id)  # fmt: skip
+        return self._chat("/chat/search_engine_chat", query, mode, common)
 
     def agent_chat(
         self,
@@ -532,17 +500,9 @@ class _Endpoints:
         stream: bool = True,
         conversation_id: str | None = None,
     ):
-        body = {
-            "query": query,
-            "history": _history(history),
-            "stream": stream,
-            "model_name": model,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "prompt_name": prompt_name,
-            "conversation_id": conversation_id,
-        }
-        return self._stream(_Request("POST", "/chat/agent_chat", json=_without_none(body)))
+        common = dict(history=history, model=model, temperature=temperature, max_tokens=max_tokens,
+                      prompt_name=prompt_name, stream=stream, conversation_id=conversation_id)  # fmt: skip
+        return self._chat("/chat/agent_chat", query, {}, common)
 
     def chat_feedback(self, message_id: str, score: int, reason: str = ""):
         body = {"message_id": message_id, "score": score, "reason": reason}
