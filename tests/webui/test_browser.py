@@ -180,14 +180,23 @@ def watch_answer_grow(page, timeout: float) -> dict:
 
 
 def test_upload_a_file_and_see_it_in_the_table(stack, page):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     page.goto(stack["webui"])
     page.get_by_test_id("stSidebar").get_by_text("知识库管理").click()
+    # The page is drawn in more than one Streamlit run; wait until its file table is there, so the
+    # uploader we fill is the final one and not one a rerun is about to replace.
+    page.get_by_test_id("stDataFrame").get_by_text("zephyr_notes.txt").wait_for(state="attached")
     uploader = page.get_by_test_id("stFileUploader")
-    uploader.wait_for()
-    uploader.locator("input[type=file]").set_input_files(
-        files=[{"name": "dock_hours.txt", "mimeType": "text/plain", "buffer": b"The loading dock closes at six."}]
-    )
-    uploader.get_by_text("dock_hours.txt").wait_for()
+    file = {"name": "dock_hours.txt", "mimeType": "text/plain", "buffer": b"The loading dock closes at six."}
+    for attempt in range(3):
+        uploader.locator("input[type=file]").set_input_files(files=[file])
+        try:
+            uploader.get_by_text("dock_hours.txt").wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 2:
+                raise
     page.get_by_role("button", name="添加文件到知识库").click()
     page.get_by_text("已导入 1 个文件，失败 0 个").first.wait_for(timeout=120_000)
     table = page.get_by_test_id("stDataFrame")
