@@ -245,31 +245,19 @@ def files_section(api: ApiClient, kb_name: str, chunking: dict) -> list[dict]:
     cols = st.columns(4)
     download_control(api, cols[0], kb_name, selected)
     options = {k: v for k, v in chunking.items() if k != "override"}
-    cols[1].button(
-        t("reingest"),
-        disabled=not selected,
-        key="reingest",
-        width="stretch",
-        on_click=_file_action,
-        args=("reingest", api, kb_name, selected, select_key, options),
-    )
-    cols[2].button(
-        t("remove_from_vs"),
-        disabled=not selected,
-        key="remove_from_vs",
-        width="stretch",
-        on_click=_file_action,
-        args=("remove", api, kb_name, selected, select_key, options),
-    )
-    cols[3].button(
-        t("delete_files"),
-        disabled=not selected,
-        type="primary",
-        key="delete_files",
-        width="stretch",
-        on_click=_file_action,
-        args=("delete", api, kb_name, selected, select_key, options),
-    )
+    # (button key and label, action, button type): the three actions on the selected files.
+    actions = [("reingest", "reingest", "secondary"), ("remove_from_vs", "remove", "secondary"),
+               ("delete_files", "delete", "primary")]  # fmt: skip
+    for column, (key, action, kind) in zip(cols[1:], actions, strict=True):
+        column.button(
+            t(key),
+            disabled=not selected,
+            type=kind,
+            key=key,
+            width="stretch",
+            on_click=_file_action,
+            args=(action, api, kb_name, selected, select_key, options),
+        )
     return rows
 
 
