@@ -84,12 +84,21 @@ class SentenceTransformerBackend(EmbeddingBackend):
             return np.zeros((0, self.dimension), dtype=np.float32)
         if is_query and self._query_prefix:
             texts = [self._query_prefix + t for t in texts]
+        # Longest first so each batch pads little; the lock is taken per batch, not per call, so a
+        # search's one-line query waits for at most one batch of a long ingestion, not all of it.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            vectors[rows] = self._encode_batch([texts[i] for i in rows])
+        return normalize_rows(vectors)
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
         with self._lock:
-            vectors = self._model.encode(
+            return self._model.encode(
                 texts,
-                batch_size=self.batch_size,
+                batch_size=len(texts),
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-        return normalize_rows(vectors)
