@@ -12,6 +12,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -24,7 +25,8 @@ from server.db.repositories import knowledge_file as file_repo
 from server.db.repositories.knowledge_base import KnowledgeBaseRecord
 from server.db.repositories.knowledge_file import ChunkRow, FileIngestion
 from server.knowledge_base import paths
-from server.knowledge_base.embeddings import EmbeddingBackend, get_embeddings
+from server.knowledge_base.embeddings import EmbeddingBackend, check_embedding_model, get_embeddings
+from server.knowledge_base.embeddings.background import BackgroundEmbedder
 from server.knowledge_base.ingest import ChunkingOptions, ParsedFile, ParseTask, parse_files
 from server.knowledge_base.vector_stores import (
     SUPPORTED_VS_TYPES,
@@ -36,9 +38,6 @@ from server.knowledge_base.vector_stores import (
 )
 
 logger = logging.getLogger(__name__)
-
-# Chunks per embedding call; large batches keep the model busy, small ones keep progress moving.
-EMBED_BATCH_CHUNKS = 256
 
 
 class KnowledgeBaseNotFound(LookupError):
@@ -78,7 +77,8 @@ class IngestReport:
         return sum(1 for f in self.files if not f.error)
 
 
-# Progress events: ("parsed", ParsedFile) when a file is parsed, ("embedded", n_chunks) per batch.
+# Progress events: ("parsed", ParsedFile) when a file is parsed, ("embedded", n_chunks) per batch;
+# "embedded" comes from the embedding thread.
 ProgressCallback = Callable[[str, object], None]
 
 
@@ -216,10 +216,14 @@ def ingest_files(
     not_refresh_vs_cache: bool = False,
     workers: int | None = None,
 ) -> IngestReport:
-    """Parse, embed and store files that are already in content/; a broken file fails alone."""
+    """Parse, embed and store files that are already in content/; a broken file fails alone.
+
+    Files are embedded in a background thread while the next ones are parsed; the vectors and rows
+    are written every INGEST_CHECKPOINT_CHUNKS chunks, so a crash loses at most one checkpoint.
+    """
     kb = get_kb(kb_name)
     options = options or default_chunking()
-    backend = get_embeddings(kb.embed_model)
+    check_embedding_model(kb.embed_model)  # a wrong name fails now, not after minutes of OCR
     started = time.perf_counter()
     report = IngestReport(kb_name)
     tasks = []
@@ -228,52 +232,50 @@ def ingest_files(
             tasks.append(ParseTask(name, str(paths.file_path(kb_name, name)), options))
         except paths.UnsafeName as exc:
             report.files.append(FileOutcome(name, error=str(exc)))
-    pending: list[ParsedFile] = []
-    pending_chunks = 0
     settings = get_settings()
     workers = settings.INGEST_WORKERS if workers is None else workers
-    for parsed in parse_files(tasks, workers):
-        report.load_seconds += parsed.load_seconds
-        report.split_seconds += parsed.split_seconds
-        if progress:
-            progress("parsed", parsed)
-        if parsed.error:
-            report.files.append(FileOutcome(parsed.file_name, error=parsed.error))
-            file_repo.record_error(kb_name, parsed.file_name, parsed.error)
-            continue
-        pending.append(parsed)
-        pending_chunks += len(parsed.chunks)
-        if pending_chunks >= settings.INGEST_CHECKPOINT_CHUNKS:
-            _store_parsed(kb_name, kb.embed_model, backend, pending, report, progress, not_refresh_vs_cache)
-            pending, pending_chunks = [], 0
-    if pending:
-        _store_parsed(kb_name, kb.embed_model, backend, pending, report, progress, not_refresh_vs_cache)
+    on_embedded = (lambda count: progress("embedded", count)) if progress else None
+    pending: list[tuple[ParsedFile, Future]] = []
+    pending_chunks = 0
+    with BackgroundEmbedder(lambda: get_embeddings(kb.embed_model), on_embedded) as embedder:
+        for parsed in parse_files(tasks, workers):
+            report.load_seconds += parsed.load_seconds
+            report.split_seconds += parsed.split_seconds
+            if progress:
+                progress("parsed", parsed)
+            if parsed.error:
+                report.files.append(FileOutcome(parsed.file_name, error=parsed.error))
+                file_repo.record_error(kb_name, parsed.file_name, parsed.error)
+                continue
+            pending.append((parsed, embedder.submit([text for text, _ in parsed.chunks])))
+            pending_chunks += len(parsed.chunks)
+            if pending_chunks >= settings.INGEST_CHECKPOINT_CHUNKS:
+                _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
+                pending, pending_chunks = [], 0
+        if pending:
+            _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
+        report.embed_seconds = embedder.seconds
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _store_parsed(
-    kb_name,
-    embed_model,
-    backend,
-    parsed_files: list[ParsedFile],
+    kb_name: str,
+    embed_model: str,
+    backend: EmbeddingBackend,
+    pending: list[tuple[ParsedFile, Future]],
     report: IngestReport,
-    progress: ProgressCallback | None,
     not_refresh: bool,
 ) -> None:
-    texts = [text for parsed in parsed_files for text, _ in parsed.chunks]
-    started = time.perf_counter()
-    vectors = _embed_in_batches(backend, texts, progress)
-    report.embed_seconds += time.perf_counter() - started
-    ingestions, offset = [], 0
+    """Write parsed files whose vectors are (being) computed: vectors first, then their DB rows."""
+    embedded = [(parsed, vectors.result()) for parsed, vectors in pending]
+    ingestions = []
 
     def replace_files(store: FaissStore) -> None:
-        nonlocal offset
-        for parsed in parsed_files:
+        for parsed, vectors in embedded:
             store.delete(store.ids_for_source(parsed.file_name))
             chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
-            doc_ids = store.add(chunks, vectors[offset : offset + len(chunks)])
-            offset += len(chunks)
+            doc_ids = store.add(chunks, vectors)
             rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
             ingestions.append(
                 FileIngestion(
@@ -290,17 +292,7 @@ def _store_parsed(
 
     _write_store(kb_name, embed_model, backend, replace_files, save=not not_refresh)
     file_repo.record_ingestions(kb_name, ingestions)
-    report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed in parsed_files)
-
-
-def _embed_in_batches(backend: EmbeddingBackend, texts: list[str], progress: ProgressCallback | None) -> np.ndarray:
-    parts = []
-    for start in range(0, len(texts), EMBED_BATCH_CHUNKS):
-        batch = texts[start : start + EMBED_BATCH_CHUNKS]
-        parts.append(backend.embed(batch))
-        if progress:
-            progress("embedded", len(batch))
-    return np.concatenate(parts) if parts else np.zeros((0, backend.dimension), dtype=np.float32)
+    report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in embedded)
 
 
 def add_custom_docs(kb_name: str, file_name: str, docs: list[Document], *, not_refresh_vs_cache: bool = False) -> int:

@@ -1,4 +1,5 @@
-"""The packaged local embedding model: batching keeps order, and queries are not starved by long ingestion."""
+"""The packaged local embedding model: batching keeps order, queries are not starved by a long ingestion,
+and the ingestion embedder embeds each distinct text once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import DEFAULT_EMBEDDING_MODEL, Settings
+from server.knowledge_base.embeddings.background import BackgroundEmbedder
 from server.knowledge_base.embeddings.local import SentenceTransformerBackend, resolve_model_path
 
 
@@ -49,3 +51,36 @@ def test_a_query_is_answered_while_a_long_embedding_call_is_still_running(backen
         assert vector.shape == (1, backend.dimension)
     finally:
         long_call.join()
+
+
+class CountingBackend:
+    """The real backend, counting the texts it is asked to embed."""
+
+    def __init__(self, backend):
+        self.inner, self.dimension, self.texts_embedded = backend, backend.dimension, 0
+
+    def embed(self, texts, *, is_query=False):
+        self.texts_embedded += len(texts)
+        return self.inner.embed(texts, is_query=is_query)
+
+
+def test_background_embedder_embeds_each_distinct_text_once_and_reports_every_chunk(backend):
+    counting = CountingBackend(backend)
+    reported = []
+    with BackgroundEmbedder(lambda: counting, reported.append) as embedder:
+        csv_rows = embedder.submit(["q: tides, a: the moon", "q: seasons, a: the axial tilt"])
+        xlsx_rows = embedder.submit(["q: tides, a: the moon", "q: seasons, a: the axial tilt", "q: rain"])
+        first, second = csv_rows.result(), xlsx_rows.result()
+    assert counting.texts_embedded == 3
+    assert sum(reported) == 5  # a progress bar over all five chunks reaches its end
+    np.testing.assert_array_equal(first, second[:2])
+    np.testing.assert_allclose(second[2], backend.embed(["q: rain"])[0], atol=1e-5)
+
+
+def test_background_embedder_passes_on_a_failing_model_load():
+    def broken_load():
+        raise OSError("model file truncated")
+
+    with BackgroundEmbedder(broken_load) as embedder:
+        with pytest.raises(OSError, match="truncated"):
+            embedder.submit(["anything"]).result()

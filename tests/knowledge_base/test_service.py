@@ -219,3 +219,26 @@ def test_killed_ingestion_resumes_with_increment(kb_root):
     assert len({r[0] for r in rows}) == 40
     assert sorted(d["id"] for d in docs) == sorted(r[1] for r in rows)  # no orphans, no duplicates
     assert paths.list_content_files("big") == sorted(f"doc{i:02}.md" for i in range(40))
+
+
+def test_a_removed_embedding_model_fails_before_any_file_is_parsed(kb_root, tmp_path, monkeypatch):
+    from configs import DEFAULT_EMBEDDING_MODEL, reload_settings
+    from server.knowledge_base.embeddings import UnknownEmbeddingModel
+    from server.knowledge_base.embeddings.local import packaged_model_path
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "my-minilm").symlink_to(packaged_model_path(DEFAULT_EMBEDDING_MODEL), target_is_directory=True)
+    monkeypatch.setenv("CHATCHAT_MODEL_ROOT_PATH", str(models))
+    reload_settings()
+    service.create_kb("lost_model", embed_model="my-minilm")
+    write(kb_root, "lost_model", "a.txt", "some text")
+    (models / "my-minilm").unlink()  # the user deleted the model folder after creating the knowledge base
+    parsed = []
+    try:
+        with pytest.raises(UnknownEmbeddingModel, match="my-minilm"):
+            service.ingest_files("lost_model", ["a.txt"], progress=lambda kind, item: parsed.append(item))
+        assert parsed == []
+    finally:
+        monkeypatch.delenv("CHATCHAT_MODEL_ROOT_PATH")
+        reload_settings()  # later tests must not see the temporary model root

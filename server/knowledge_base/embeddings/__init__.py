@@ -7,12 +7,20 @@ name is configured in ONLINE_EMBEDDING_MODELS, else a local sentence-transformer
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from configs import Settings, get_settings
 from server.knowledge_base.embeddings.base import EmbeddingBackend, normalize_rows
 from server.knowledge_base.embeddings.local import SentenceTransformerBackend, resolve_model_path
 
-__all__ = ["EmbeddingBackend", "UnknownEmbeddingModel", "get_embeddings", "list_embedding_models", "normalize_rows"]
+__all__ = [
+    "EmbeddingBackend",
+    "UnknownEmbeddingModel",
+    "check_embedding_model",
+    "get_embeddings",
+    "list_embedding_models",
+    "normalize_rows",
+]
 
 
 class UnknownEmbeddingModel(ValueError):
@@ -43,6 +51,24 @@ def get_embeddings(name: str | None = None, settings: Settings | None = None) ->
         return backend
 
 
+def check_embedding_model(name: str | None = None, settings: Settings | None = None) -> None:
+    """Raise UnknownEmbeddingModel now, without loading anything, if get_embeddings(name) would."""
+    settings = settings or get_settings()
+    name = name or settings.EMBEDDING_MODEL
+    if name not in settings.ONLINE_EMBEDDING_MODELS:
+        _local_model_path(name, settings)
+
+
+def _local_model_path(name: str, settings: Settings) -> Path:
+    path = resolve_model_path(name, settings)
+    if path is None:
+        raise UnknownEmbeddingModel(
+            f"embedding model '{name}' not found: put its folder at {settings.MODEL_ROOT_PATH / name}, "
+            "name its folder in EMBEDDING_MODEL_PATHS, or configure it in ONLINE_EMBEDDING_MODELS"
+        )
+    return path
+
+
 def _create_backend(name: str, settings: Settings) -> EmbeddingBackend:
     if name in settings.ONLINE_EMBEDDING_MODELS:
         from server.knowledge_base.embeddings.online import OpenAICompatibleBackend
@@ -50,12 +76,7 @@ def _create_backend(name: str, settings: Settings) -> EmbeddingBackend:
         return OpenAICompatibleBackend(
             name, settings.ONLINE_EMBEDDING_MODELS[name], settings.EMBEDDING_BATCH_SIZE, settings.HTTPX_DEFAULT_TIMEOUT
         )
-    path = resolve_model_path(name, settings)
-    if path is None:
-        raise UnknownEmbeddingModel(
-            f"embedding model '{name}' not found: put its folder at {settings.MODEL_ROOT_PATH / name}, "
-            "name its folder in EMBEDDING_MODEL_PATHS, or configure it in ONLINE_EMBEDDING_MODELS"
-        )
+    path = _local_model_path(name, settings)
     return SentenceTransformerBackend(
         name, path, settings.EMBEDDING_DEVICE, settings.EMBEDDING_BATCH_SIZE, settings.EMBEDDING_DTYPE
     )
