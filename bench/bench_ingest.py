@@ -2,6 +2,7 @@
 
     python bench/bench_ingest.py                       # the bundled samples
     python bench/bench_ingest.py ../shared/corpus/chatchat-samples --workers 2
+    python bench/bench_ingest.py ../shared/corpus/chatchat-samples --compare   # against --plain
 
 Copies the folder into a throw-away knowledge-base root, runs the same code path as
 `init_database.py --recreate-vs`, and prints files, chunks, seconds, chunks/s, peak RSS
@@ -64,7 +65,25 @@ def main() -> None:
     )
     parser.add_argument("--embed-model", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary knowledge base and print its path")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="the baseline: the same pipeline without its speed work (ONNX Runtime OCR, float32 "
+        "embeddings, no reuse of vectors between files)",
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="run the baseline, then the default, and print the ratio"
+    )
     args = parser.parse_args()
+    if args.compare:
+        compare(args)
+        return
+    if args.plain:
+        os.environ["CHATCHAT_OCR_BACKEND"] = "onnxruntime"
+        os.environ["CHATCHAT_EMBEDDING_DTYPE"] = "float32"
+        from server.knowledge_base.embeddings.background import BackgroundEmbedder
+
+        BackgroundEmbedder.MAX_REMEMBERED = 0
 
     source = Path(args.folder).resolve()
     if not source.is_dir():
@@ -99,6 +118,22 @@ def main() -> None:
         print(f"kept at         {root}")
     else:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def compare(args) -> None:
+    """Each configuration in its own process, so neither inherits the other's loaded models."""
+    import re
+    import subprocess
+
+    base = [sys.executable, __file__, args.folder] + (["--workers", str(args.workers)] if args.workers else [])
+    seconds = {}
+    for label, extra in (("baseline (--plain)", ["--plain"]), ("default", [])):
+        print(f"== {label}", flush=True)
+        output = subprocess.run(base + extra, check=True, capture_output=True, text=True).stdout
+        print(output, end="", flush=True)
+        seconds[label] = float(re.search(r"^seconds\s+([\d.]+)", output, re.M).group(1))
+    plain, default = seconds.values()
+    print(f"== speed-up      x{plain / default:.2f} ({plain:.1f} s -> {default:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -418,10 +418,16 @@ def search(
 
 def list_docs(kb_name: str, file_name: str | None = None, metadata: dict | None = None) -> list[StoredChunk]:
     """Chunks of a file (or with matching first-level metadata), in stored order."""
+    get_kb(kb_name)  # an unknown knowledge base is an error, not an empty list
+    rows = file_repo.list_chunks(kb_name, file_name or None, metadata or None)
+    return get_chunks(kb_name, [row.doc_id for row in rows])
+
+
+def get_chunks(kb_name: str, doc_ids: list[str]) -> list[StoredChunk]:
+    """The chunks with these vector-store ids, in the order given; unknown ids are skipped."""
     kb = get_kb(kb_name)
     backend = get_embeddings(kb.embed_model)
-    rows = file_repo.list_chunks(kb_name, file_name or None, metadata or None)
-    return _read_store(kb_name, kb.embed_model, backend, lambda store: store.get([row.doc_id for row in rows]))
+    return _read_store(kb_name, kb.embed_model, backend, lambda store: store.get(doc_ids))
 
 
 def update_docs_by_id(kb_name: str, docs: dict[str, Document]) -> bool:

@@ -146,11 +146,7 @@ def summarize_file(kb_name: str, file_name: str, description: str, options: LLMO
 
 def summarize_doc_ids(kb_name: str, doc_ids: list[str], description: str, options: LLMOptions) -> list[dict]:
     """Summary of the given chunks, returned (not stored), in 0.2.10's shape."""
-    kb = service.get_kb(kb_name)
-    backend = get_embeddings(kb.embed_model)
-    key, folder = service._store_key(kb_name, kb.embed_model)
-    with get_store_cache().read(key, folder, backend.dimension) as store:
-        chunks = store.get(doc_ids)
+    chunks = service.get_chunks(kb_name, doc_ids)
     if not chunks:
         return []
     text, partials = summarize_texts([c.page_content for c in chunks], description, make_llm(options))
