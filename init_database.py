@@ -121,7 +121,7 @@ def print_summary(reports, elapsed: float) -> None:
             print(
                 f"  {report.kb_name}: {report.ingested} files, {report.chunks} chunks "
                 f"(load {report.load_seconds:.1f} s, split {report.split_seconds:.1f} s, "
-                f"embed {report.embed_seconds:.1f} s)"
+                f"embed {report.embed_seconds:.1f} s, {report.reused_chunks} chunks reused)"
             )
         for name, reason in report.failed.items():
             print(f"  FAILED {report.kb_name}/{name}: {reason}")

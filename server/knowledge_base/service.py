@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -63,6 +64,7 @@ class IngestReport:
     load_seconds: float = 0.0
     split_seconds: float = 0.0
     embed_seconds: float = 0.0
+    reused_chunks: int = 0  # chunks whose vector came from a repeat or from the file's previous version
 
     @property
     def failed(self) -> dict[str, str]:
@@ -237,7 +239,8 @@ def ingest_files(
     on_embedded = (lambda count: progress("embedded", count)) if progress else None
     pending: list[tuple[ParsedFile, Future]] = []
     pending_chunks = 0
-    with BackgroundEmbedder(lambda: get_embeddings(kb.embed_model), on_embedded) as embedder:
+    previous = _previous_vectors(kb_name, kb.embed_model, [task.file_name for task in tasks])
+    with BackgroundEmbedder(partial(get_embeddings, kb.embed_model), on_embedded, previous) as embedder:
         for parsed in parse_files(tasks, workers):
             report.load_seconds += parsed.load_seconds
             report.split_seconds += parsed.split_seconds
@@ -254,9 +257,21 @@ def ingest_files(
                 pending, pending_chunks = [], 0
         if pending:
             _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
-        report.embed_seconds = embedder.seconds
+        report.embed_seconds, report.reused_chunks = embedder.seconds, embedder.reused
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _previous_vectors(kb_name: str, embed_model: str, file_names: list[str]):
+    """For files being re-ingested, a reader of their stored chunks' texts and vectors (or None)."""
+    stored = set(file_repo.list_file_names(kb_name)).intersection(file_names)
+    if not stored:
+        return None
+
+    def read(backend: EmbeddingBackend) -> tuple[list[str], np.ndarray]:
+        return _read_store(kb_name, embed_model, backend, lambda store: store.texts_and_vectors(stored))
+
+    return read
 
 
 def _store_parsed(

@@ -242,3 +242,23 @@ def test_a_removed_embedding_model_fails_before_any_file_is_parsed(kb_root, tmp_
     finally:
         monkeypatch.delenv("CHATCHAT_MODEL_ROOT_PATH")
         reload_settings()  # later tests must not see the temporary model root
+
+
+def test_reingesting_an_edited_file_embeds_only_the_chunks_that_changed(kb_root):
+    service.create_kb("edited")
+    paragraphs = [f"Section {i}. The committee met on day {i} to discuss topic number {i} at length." for i in range(12)]
+    write(kb_root, "edited", "minutes.txt", "\n\n".join(paragraphs))
+    first = service.ingest_files("edited", ["minutes.txt"], service.default_chunking(chunk_size=100, chunk_overlap=0))
+    assert first.chunks == 12 and first.reused_chunks == 0
+
+    paragraphs[5] = "Section 5. The committee cancelled the picnic because of heavy rain."
+    write(kb_root, "edited", "minutes.txt", "\n\n".join(paragraphs))
+    second = service.ingest_files("edited", ["minutes.txt"], service.default_chunking(chunk_size=100, chunk_overlap=0))
+    assert second.chunks == 12 and second.reused_chunks == 11
+
+    assert len(service.list_docs("edited", "minutes.txt")) == 12
+    hit = service.search("edited", "why was the picnic cancelled", top_k=1)[0]
+    assert "heavy rain" in hit.chunk.page_content
+    # A reused vector is the same as a fresh one: the exact text of an unchanged chunk scores ~0.
+    exact = service.search("edited", paragraphs[3], top_k=1)[0]
+    assert exact.chunk.page_content == paragraphs[3] and exact.score < 0.01

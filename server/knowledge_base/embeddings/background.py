@@ -9,10 +9,12 @@ fully; on a small CPU they compete for the same cores, and the gain is mostly th
 Real folders also repeat themselves: the same table exported as .csv and .xlsx, boilerplate headers
 and footers, re-uploaded copies. A chunk whose text was already embedded in this run reuses that
 vector (the model is deterministic); on Chatchat's own sample corpus that skips a quarter of the work.
+Re-ingesting an edited file likewise reuses the stored vectors of its unchanged chunks.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from server.knowledge_base.embeddings.base import EmbeddingBackend
+
+logger = logging.getLogger(__name__)
 
 # Texts per model call: large enough to keep the model busy, small enough for a smooth progress bar.
 EMBED_CALL_TEXTS = 256
@@ -35,12 +39,22 @@ class BackgroundEmbedder:
     # Enough to span a whole corpus of repeats; bounded so a million-chunk rebuild does not keep them all.
     MAX_REMEMBERED = 50_000
 
-    def __init__(self, load_backend: Callable[[], EmbeddingBackend], on_embedded: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        load_backend: Callable[[], EmbeddingBackend],
+        on_embedded: Callable[[int], None] | None = None,
+        known: Callable[[EmbeddingBackend], tuple[list[str], np.ndarray]] | None = None,
+    ):
+        """``known(backend)`` may give texts already embedded with this model (the stored chunks of
+        files being re-ingested), so that an edited file re-embeds only the chunks that changed."""
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._backend = self._pool.submit(load_backend)  # loads while the first files are parsed
         self._on_embedded = on_embedded
         self._vectors: dict[str, np.ndarray] = {}
         self.seconds = 0.0  # spent embedding, model load excluded
+        self.reused = 0  # chunks answered from memory instead of the model
+        if known is not None:
+            self._pool.submit(self._seed, known)
 
     @property
     def backend(self) -> EmbeddingBackend:
@@ -72,12 +86,19 @@ class BackgroundEmbedder:
             found.update(zip(batch, vectors, strict=True))
             self._remember(batch, vectors)
             self._report(len(batch))
+        self.reused += len(texts) - len(new_texts)
         self._report(len(texts) - len(new_texts))  # repeats count too, so a progress bar reaches its total
         self.seconds += time.perf_counter() - started
         return np.stack([found[text] for text in texts])
 
+    def _seed(self, known: Callable[[EmbeddingBackend], tuple[list[str], np.ndarray]]) -> None:
+        try:
+            self._remember(*known(self.backend))
+        except Exception:  # only a shortcut: without it every chunk is simply embedded again
+            logger.warning("could not reuse stored vectors; embedding every chunk again", exc_info=True)
+
     def _remember(self, texts: list[str], vectors: np.ndarray) -> None:
-        self._vectors.update(zip(texts, vectors, strict=True))
+        self._vectors.update(zip(texts, np.asarray(vectors, dtype=np.float32), strict=True))
         while len(self._vectors) > self.MAX_REMEMBERED:
             del self._vectors[next(iter(self._vectors))]  # forget the oldest first
 
