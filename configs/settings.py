@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     HTTPX_DEFAULT_TIMEOUT: float = 300.0
     OPEN_CROSS_DOMAIN: bool = False
     API_KEYS: list[str] = []  # when set, every API route but health and docs needs a Bearer key
+    # With API_KEYS, download links in answers and the UI's previews are signed; they work this long.
+    SIGNED_LINK_TTL_HOURS: float = Field(168.0, gt=0)
     MAX_UPLOAD_FILE_SIZE: int = 200 * 1024 * 1024
     MAX_UPLOAD_REQUEST_SIZE: int = 1024 * 1024 * 1024
     UI_LANGUAGE: Literal["zh", "en"] = "zh"

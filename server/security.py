@@ -4,7 +4,7 @@
   filesystem; a refused name answers the contract's 403 envelope ``Don't attack me``.
   Names are checked as sent and once URL-decoded, so ``%2e%2e%2f`` gains nothing.
 * Optional API keys (``API_KEYS``): every route but health and the docs needs
-  ``Authorization: Bearer <key>``.
+  ``Authorization: Bearer <key>``, except download links signed for one file (signed_links.py).
 * Request bodies are capped by ``MAX_UPLOAD_REQUEST_SIZE``: a too-large ``Content-Length`` is
   refused before reading, and a body without one is counted while it streams, so an upload
   can never fill the disk. Per-file caps are checked by the routes (``check_upload_size``).
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from configs import get_settings
 from server.knowledge_base import paths
 from server.knowledge_base.paths import UnsafeName
+from server.signed_links import DOWNLOAD_PATH, is_signed_download
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +196,9 @@ class ApiKeyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") == "OPTIONS" or is_public_path(scope["path"]):
             await self.app(scope, receive, send)
+            return
+        if scope["path"] == DOWNLOAD_PATH and is_signed_download(scope.get("query_string", b""), self.keys):
+            await self.app(scope, receive, send)  # a link from an answer, opened by a browser
             return
         header = None
         for key, value in scope.get("headers", []):

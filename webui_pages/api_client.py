@@ -22,6 +22,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from server import signed_links
+
 # A file to upload: a path, or (name, bytes or binary file object).
 Upload = str | Path | tuple[str, bytes | IO[bytes]]
 
@@ -68,6 +70,12 @@ def _default_api_key() -> str | None:
 
     keys = get_settings().API_KEYS
     return keys[0] if keys else None
+
+
+def _signed_link_ttl() -> int:
+    from configs import get_settings
+
+    return int(get_settings().SIGNED_LINK_TTL_HOURS * 3600)
 
 
 def _auth_headers(api_key: str | None) -> dict[str, str]:
@@ -194,6 +202,7 @@ class _Endpoints:
     """Every endpoint of the API server, written once; subclasses decide how a call runs."""
 
     base_url: str
+    api_key: str | None = None
 
     def _call(self, request: _Request):  # pragma: no cover - replaced by subclasses
         raise NotImplementedError
@@ -363,7 +372,9 @@ class _Endpoints:
         query = {"knowledge_base_name": knowledge_base_name, "file_name": file_name}
         if preview:
             query["preview"] = "true"
-        return f"{self.base_url}/knowledge_base/download_doc?{urlencode(query)}"
+        if self.api_key:  # the browser cannot send our key, so the link carries a signature instead
+            query.update(signed_links.signed_params(self.api_key, knowledge_base_name, file_name, _signed_link_ttl()))
+        return f"{self.base_url}{signed_links.DOWNLOAD_PATH}?{urlencode(query)}"
 
     def recreate_vector_store(
         self,
@@ -536,7 +547,8 @@ class ApiClient(_Endpoints):
     def __init__(self, base_url: str | None = None, timeout: float | None = None, api_key: str | None = None):
         self.base_url = (base_url or _default_base_url()).rstrip("/")
         self.timeout = timeout if timeout is not None else _default_timeout()
-        headers = _auth_headers(api_key if api_key is not None else _default_api_key())
+        self.api_key = api_key if api_key is not None else _default_api_key()
+        headers = _auth_headers(self.api_key)
         self._client = httpx.Client(base_url=self.base_url, timeout=self.timeout, headers=headers, trust_env=False)
 
     def close(self) -> None:
@@ -590,7 +602,8 @@ class AsyncApiClient(_Endpoints):
     def __init__(self, base_url: str | None = None, timeout: float | None = None, api_key: str | None = None):
         self.base_url = (base_url or _default_base_url()).rstrip("/")
         self.timeout = timeout if timeout is not None else _default_timeout()
-        headers = _auth_headers(api_key if api_key is not None else _default_api_key())
+        self.api_key = api_key if api_key is not None else _default_api_key()
+        headers = _auth_headers(self.api_key)
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=headers, trust_env=False)
 
     async def aclose(self) -> None:

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from configs import get_settings
+from server import signed_links
 from server.chat import common, llm
 from server.chat.common import History, LLMRequest
 
@@ -47,8 +49,13 @@ def format_sources(sources: list[Source]) -> list[str]:
 
 
 def download_link(base_url: str, kb_name: str, file_name: str) -> str:
-    query = urlencode({"knowledge_base_name": kb_name, "file_name": file_name})
-    return f"{base_url.rstrip('/')}/knowledge_base/download_doc?{query}"
+    """A link to the source file; signed when the API needs keys, since a browser will open it."""
+    query = {"knowledge_base_name": kb_name, "file_name": file_name}
+    settings = get_settings()
+    if settings.API_KEYS:
+        ttl = int(settings.SIGNED_LINK_TTL_HOURS * 3600)
+        query.update(signed_links.signed_params(settings.API_KEYS[0], kb_name, file_name, ttl))
+    return f"{base_url.rstrip('/')}{signed_links.DOWNLOAD_PATH}?{urlencode(query)}"
 
 
 def build_prompt(template: str, query: str, context: str) -> str:

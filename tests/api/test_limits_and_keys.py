@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import httpx
 import pytest
+
+from server.signed_links import signed_params
 
 FILE_LIMIT = 2000
 REQUEST_LIMIT = 60_000
@@ -71,6 +76,84 @@ def test_cors_when_enabled(api_server):
         headers={"Origin": "http://ui.example", "Access-Control-Request-Method": "GET"},
     )
     assert response.status_code == 200 and response.headers["access-control-allow-origin"] in ("*", "http://ui.example")
+
+
+# ---- signed download links ------------------------------------------------------------------------
+
+
+LINKS_KB = "links_kb"
+
+
+@pytest.fixture(scope="module")
+def two_files(authed):
+    created = authed.post("/knowledge_base/create_knowledge_base", json={"knowledge_base_name": LINKS_KB}).json()
+    assert created["code"] == 200, created
+    files = [("files", ("open.txt", b"the file a link was signed for")), ("files", ("other.txt", b"another file"))]
+    answer = authed.post("/knowledge_base/upload_docs", data={"knowledge_base_name": LINKS_KB}, files=files).json()
+    assert answer["code"] == 200 and answer["data"]["failed_files"] == {}, answer
+
+
+def download(api_server, query: dict) -> httpx.Response:
+    return httpx.get(api_server.url + "/knowledge_base/download_doc", params=query)  # no Authorization header
+
+
+def test_a_signed_link_opens_its_file_without_a_key(api_server, two_files):
+    query = {
+        "knowledge_base_name": LINKS_KB,
+        "file_name": "open.txt",
+        **signed_params("key-one", LINKS_KB, "open.txt", 60),
+    }
+    response = download(api_server, query)
+    assert response.status_code == 200 and response.content == b"the file a link was signed for"
+    preview = download(api_server, {**query, "preview": "true"})  # the UI adds preview to a signed link
+    assert preview.status_code == 200 and preview.headers["content-disposition"].startswith("inline")
+
+
+def test_a_signed_link_opens_nothing_else(api_server, two_files):
+    signed = signed_params("key-two", LINKS_KB, "open.txt", 60)
+    refused = [
+        {"knowledge_base_name": LINKS_KB, "file_name": "other.txt", **signed},  # another file
+        {
+            "knowledge_base_name": LINKS_KB,
+            "file_name": "open.txt",
+            **signed_params("key-two", LINKS_KB, "open.txt", -5),
+        },  # expired
+        {
+            "knowledge_base_name": LINKS_KB,
+            "file_name": "open.txt",
+            **signed_params("not-a-key", LINKS_KB, "open.txt", 60),
+        },
+        {"knowledge_base_name": LINKS_KB, "file_name": "open.txt", "expires": signed["expires"]},  # unsigned
+        {
+            "knowledge_base_name": LINKS_KB,
+            "file_name": "open.txt",
+            "expires": "9999999999",
+            "signature": signed["signature"],
+        },
+    ]
+    for query in refused:
+        assert download(api_server, query).status_code == 401, query
+    # Two file names: the check must not pass on one and the route serve the other.
+    twice = f"knowledge_base_name={LINKS_KB}&file_name=open.txt&file_name=other.txt&expires={signed['expires']}"
+    response = httpx.get(f"{api_server.url}/knowledge_base/download_doc?{twice}&signature={signed['signature']}")
+    assert response.status_code == 401
+    # A signature opens download_doc only, not the other routes.
+    listing = httpx.get(
+        api_server.url + "/knowledge_base/list_files", params={"knowledge_base_name": LINKS_KB, **signed}
+    )
+    assert listing.status_code == 401
+
+
+def test_source_links_in_answers_are_signed(api_server, authed, two_files):
+    body = {"query": "which file was the link signed for", "knowledge_base_name": LINKS_KB, "return_direct": True,
+            "stream": False, "score_threshold": 1.0}  # fmt: skip
+    reply = authed.post("/chat/knowledge_base_chat", json=body).text  # one SSE event, as Chatchat sends it
+    answer = json.loads(reply.strip().removeprefix("data: "))
+    links = [re.search(r"\]\((http[^)]+)\)", doc).group(1) for doc in answer["docs"]]
+    assert links and all("signature=" in link for link in links)
+    opened = [httpx.get(link) for link in links]
+    assert all(r.status_code == 200 for r in opened), [r.text for r in opened]
+    assert b"the file a link was signed for" in [r.content for r in opened]
 
 
 # ---- upload limits --------------------------------------------------------------------------------

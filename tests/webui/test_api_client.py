@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import httpx
 import pytest
 
 from tests.helpers.api_server import start_api_server
@@ -131,3 +132,10 @@ def test_api_key_is_sent_when_the_server_wants_one(tmp_path):
             assert refused.code == 401 and "API key" in refused.msg
         with ApiClient(keyed.url, timeout=60, api_key="ui-secret") as api:
             assert api.list_knowledge_bases().ok
+            # The preview button's link is opened by the browser, which has no key: it is signed instead.
+            assert api.create_knowledge_base("keyed_kb").ok
+            assert api.upload_kb_docs([("note.txt", b"a note for the browser")], "keyed_kb").ok
+            link = api.download_url("keyed_kb", "note.txt", preview=True)
+            opened = httpx.get(link)
+            assert opened.status_code == 200 and opened.content == b"a note for the browser"
+            assert httpx.get(link.replace("note.txt", "other.txt")).status_code == 401
