@@ -9,7 +9,8 @@ Each process is a separate ``python -m ...`` child in its own process group, sta
 dependency order; the launcher waits for each one's health check (HTTP), not a fixed time.
 Each child's output goes to ``<LOG_PATH>/<name>.log``. Ctrl+C or SIGTERM stops every child
 (SIGTERM, then SIGKILL after a few seconds). A child that dies is reported with the tail of
-its log and the launcher exits with status 1; a model worker that exits with status 0 was
+its log and the launcher exits with status 1, unless ``--restart N`` (or RESTART_CRASHED_SERVICES)
+lets it start the child again, up to N times per service; a model worker that exits with status 0 was
 stopped on request (``/llm_model/stop``) and is only reported. Configuration mistakes (a port
 in use, an unknown model, an invalid setting) are reported in one line, with what to change,
 before anything starts (exit status 2).
@@ -90,6 +91,7 @@ class Service:
     log_path: Path | None = None
     info: dict = field(default_factory=dict)  # the worker's /health answer
     started_at: float = 0.0
+    restarts: int = 0
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -150,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="children log warnings and errors only")
     parser.add_argument(
         "-i", "--lite", action="store_true", help="no local model workers: online (OpenAI-compatible) models only"
+    )
+    parser.add_argument(
+        "--restart",
+        type=int,
+        metavar="N",
+        default=None,
+        help="restart a service that crashes, up to N times each (default: RESTART_CRASHED_SERVICES "
+        "from settings, 0 = stop everything and exit with status 1 instead)",
     )
     return parser
 
@@ -432,9 +442,10 @@ def preflight(stages: list[list[Service]], args, settings) -> None:
 
 
 class Supervisor:
-    def __init__(self, settings, quiet: bool):
+    def __init__(self, settings, quiet: bool, max_restarts: int = 0):
         self.settings = settings
         self.quiet = quiet
+        self.max_restarts = max_restarts
         self.services: list[Service] = []
         self.log_dir = Path(settings.LOG_PATH)
 
@@ -512,8 +523,24 @@ class Supervisor:
     def monitor(self) -> None:
         while self.services:
             for service in list(self.services):
-                self.check_alive(service)
+                try:
+                    self.check_alive(service)
+                except ChildFailed as exc:
+                    if service.restarts >= self.max_restarts:
+                        raise
+                    self.restart(service, exc.what)
             time.sleep(0.5)
+
+    def restart(self, service: Service, what: str) -> None:
+        service.restarts += 1
+        self.say(
+            f"warning: {service.name} {what}; restarting it ({service.restarts} of {self.max_restarts})\n"
+            f"{log_tail(service.log_path, 10)}"
+        )
+        self.services.remove(service)
+        self.start(service)
+        self.wait_ready([service])
+        self.say(f"{service.name} is back on {service.url}")
 
     def stop_all(self) -> None:
         """SIGTERM every child's process group, newest first; SIGKILL what is left after the grace time."""
@@ -629,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     except Shutdown:
         return 0
 
-    supervisor = Supervisor(settings, args.quiet)
+    restarts = settings.RESTART_CRASHED_SERVICES if args.restart is None else max(0, args.restart)
+    supervisor = Supervisor(settings, args.quiet, restarts)
     for note in notes:
         supervisor.say(f"note: {note}")
     status = 0

@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     FSCHAT_CONTROLLER: ServerAddress = ServerAddress(port=20001)
     FSCHAT_OPENAI_API: ServerAddress = ServerAddress(port=20000)
     MODEL_WORKER_BASE_PORT: int = 20002
+    # startup.py: how many times a crashed service is started again before the launcher gives up.
+    RESTART_CRASHED_SERVICES: int = Field(0, ge=0)
     HTTPX_DEFAULT_TIMEOUT: float = 300.0
     OPEN_CROSS_DOMAIN: bool = False
     API_KEYS: list[str] = []  # when set, every API route but health and docs needs a Bearer key

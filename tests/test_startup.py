@@ -154,3 +154,29 @@ def test_a_child_that_dies_is_reported_and_the_launcher_exits_non_zero(tmp_path)
     gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
     assert port_free(controller)
+
+
+def gateway_process(launcher: subprocess.Popen) -> psutil.Process:
+    children = psutil.Process(launcher.pid).children(recursive=True)
+    return next(p for p in children if "server.openai_gateway" in " ".join(p.cmdline()))
+
+
+def test_with_restart_a_crashed_child_is_started_again_until_the_limit(tmp_path):
+    env, controller, gateway = openai_api_env(tmp_path)
+    log = tmp_path / "startup.log"
+    with launched(["-o", "--restart", "1"], env, log) as proc:
+        wait_until_up(proc, gateway, log)
+        first = gateway_process(proc)
+        first.kill()
+        deadline = time.monotonic() + 60
+        while "openai_gateway is back" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
+            time.sleep(0.2)
+        assert "restarting it (1 of 1)" in log.read_text()
+        second = gateway_process(proc)
+        assert second.pid != first.pid
+        assert httpx.get(f"http://127.0.0.1:{gateway}/health").status_code == 200
+        second.kill()  # the limit is reached: now the launcher gives up as without --restart
+        assert proc.wait(timeout=30) == 1
+    assert "openai_gateway exited with status -9" in log.read_text()
+    assert port_free(controller) and port_free(gateway)
