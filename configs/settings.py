@@ -56,6 +56,8 @@ class ModelWorkerConfig(BaseModel):
     gguf_file: str | None = None
     infer_turbo: Literal[False, "vllm"] = False
     max_context: int | None = None
+    # Requests the worker runs at once; more wait in its queue (the controller sees the queue length).
+    limit_worker_concurrency: int = Field(16, ge=1)
 
 
 class OnlineModelConfig(BaseModel):

@@ -251,6 +251,7 @@ def create_worker_app(worker: ChatkbWorker, port: int) -> FastAPI:
             "models": worker.model_names,
             "registered": worker.registered,
             "inflight": worker._inflight,
+            "concurrency": worker.limit_worker_concurrency,
             "worker_address": worker.worker_addr,
             "controller_address": worker.controller_addr,
             **worker.describe(),
@@ -371,7 +372,12 @@ def worker_arg_parser(description: str, settings: Settings) -> argparse.Argument
         help="the URL the controller and gateway use to reach this worker "
         "(default: http://<host>:<port>, with 0.0.0.0 replaced by this machine's address)",
     )
-    parser.add_argument("--limit-worker-concurrency", type=int, default=16)
+    parser.add_argument(
+        "--limit-worker-concurrency",
+        type=int,
+        default=None,
+        help="requests served at once (default: the model's limit_worker_concurrency in FSCHAT_MODEL_WORKERS, 16)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from configs.settings import ModelWorkerConfig
 from server.knowledge_base.embeddings import UnknownEmbeddingModel, get_embeddings
 from server.model_workers.base import (
     ChatkbWorker,
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             model_names=args.model_name,
             controller_addr=args.controller_address,
             worker_addr=advertised_address(args.host, args.port, args.controller_address, args.worker_address),
-            limit_worker_concurrency=args.limit_worker_concurrency,
+            limit_worker_concurrency=args.limit_worker_concurrency or ModelWorkerConfig().limit_worker_concurrency,
         )
     except UnknownEmbeddingModel as exc:
         print(f"error: {exc}", flush=True)

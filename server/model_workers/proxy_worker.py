@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         timeout=settings.HTTPX_DEFAULT_TIMEOUT,
         controller_addr=args.controller_address,
         worker_addr=advertised_address(args.host, args.port, args.controller_address, args.worker_address),
-        limit_worker_concurrency=args.limit_worker_concurrency,
+        limit_worker_concurrency=args.limit_worker_concurrency
+        or settings.worker_config(args.model_name).limit_worker_concurrency,
     )
     serve(worker, args.host, args.port, args.log_level)
 

@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         max_context=config.max_context,
         controller_addr=args.controller_address,
         worker_addr=advertised_address(args.host, args.port, args.controller_address, args.worker_address),
-        limit_worker_concurrency=args.limit_worker_concurrency,
+        limit_worker_concurrency=args.limit_worker_concurrency or config.limit_worker_concurrency,
     )
     serve(worker, args.host, args.port, args.log_level)
 

@@ -26,12 +26,18 @@ def wait_listed(controller_url: str, name: str, timeout: float = 60) -> None:
 def test_a_proxy_worker_forwards_to_an_openai_compatible_upstream(llm_stack, tmp_path):
     # The upstream is the stack's own gateway: any OpenAI-compatible server would do.
     online = {"proxy-smol": {"api_base_url": llm_stack.openai_base_url, "model_name": llm_stack.model_name}}
-    env = child_env(tmp_path, **llm_stack.env, CHATCHAT_ONLINE_LLM_MODEL=json.dumps(online))
+    workers = {
+        **json.loads(llm_stack.env["CHATCHAT_FSCHAT_MODEL_WORKERS"]),
+        "proxy-smol": {"limit_worker_concurrency": 3},
+    }
+    stack_env = {**llm_stack.env, "CHATCHAT_FSCHAT_MODEL_WORKERS": json.dumps(workers)}
+    env = child_env(tmp_path, **stack_env, CHATCHAT_ONLINE_LLM_MODEL=json.dumps(online))
     port = free_port()
     args = ["-m", "server.model_workers.proxy_worker", "--model-name", "proxy-smol", "--port", str(port)]
     args += ["--controller-address", llm_stack.controller_url]
     with running_process(args, env=env, log_path=tmp_path / "proxy.log", health_url=f"http://127.0.0.1:{port}/health"):
         wait_listed(llm_stack.controller_url, "proxy-smol")
+        assert httpx.get(f"http://127.0.0.1:{port}/health").json()["concurrency"] == 3  # from settings
         client = openai.OpenAI(base_url=llm_stack.openai_base_url, api_key="EMPTY", timeout=300, max_retries=0)
         messages = [{"role": "user", "content": "What is the capital of France?"}]
         direct = client.chat.completions.create(
