@@ -189,3 +189,25 @@ def test_openvino_and_onnxruntime_ocr_read_the_same_text(folder):
         readings[backend] = arrange_lines([(box, text) for box, text, _ in result])
     assert readings["openvino"] == readings["onnxruntime"]
     assert fx.PNG_PHRASE.split()[-1] in readings["openvino"]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_detection_size_setting_reaches_the_engine_and_text_is_still_read(backend, monkeypatch):
+    from configs import reload_settings
+    from server.knowledge_base.loaders.ocr import _create_engine, arrange_lines, to_rgb_image
+
+    monkeypatch.setenv("CHATCHAT_OCR_DET_LIMIT_TYPE", "max")
+    monkeypatch.setenv("CHATCHAT_OCR_DET_LIMIT_SIDE_LEN", "960")
+    reload_settings()
+    try:
+        engine = _create_engine(backend)
+    finally:
+        monkeypatch.delenv("CHATCHAT_OCR_DET_LIMIT_TYPE")
+        monkeypatch.delenv("CHATCHAT_OCR_DET_LIMIT_SIDE_LEN")
+        reload_settings()
+    assert (engine.text_det.limit_type, engine.text_det.limit_side_len) == ("max", 960)
+    image = to_rgb_image(fx.text_image([fx.PNG_PHRASE]))
+    result, _ = engine(np.ascontiguousarray(np.asarray(image)[:, :, ::-1]))
+    assert fx.PNG_PHRASE.split()[-1] in arrange_lines([(box, text) for box, text, _ in result])
+    default = _create_engine(backend).text_det  # RapidOCR's own default once the setting is gone
+    assert (default.limit_type, default.limit_side_len) == ("min", 736)

@@ -44,14 +44,15 @@ def get_engine():
 
 
 def _create_engine(backend: str | None = None):
-    if backend is None:
-        from configs import get_settings
+    from configs import get_settings
 
-        backend = get_settings().OCR_BACKEND
+    settings = get_settings()
+    backend = backend or settings.OCR_BACKEND
+    detection = {"det_limit_type": settings.OCR_DET_LIMIT_TYPE, "det_limit_side_len": settings.OCR_DET_LIMIT_SIDE_LEN}
     # In a pool worker the other workers use the other cores; one thread each avoids oversubscription.
     threads = 1 if multiprocessing.parent_process() is not None else -1
     if backend in ("auto", "openvino") and importlib.util.find_spec("rapidocr_openvino") is not None:
-        engine = _openvino_engine(threads)
+        engine = _openvino_engine(threads, detection)
     elif backend == "openvino":
         raise OCRUnavailable("OCR_BACKEND is openvino but rapidocr-openvino is not installed")
     else:
@@ -59,12 +60,12 @@ def _create_engine(backend: str | None = None):
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:
             raise OCRUnavailable(f"OCR needs rapidocr-onnxruntime or rapidocr-openvino: {exc}")
-        engine = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=threads)
+        engine = RapidOCR(intra_op_num_threads=threads, inter_op_num_threads=threads, **detection)
     _quiet_rapidocr_logging()
     return engine
 
 
-def _openvino_engine(threads: int):
+def _openvino_engine(threads: int, detection: dict):
     """RapidOCR on OpenVINO, compiled in fp32 with our thread count.
 
     OpenVINO picks bf16 by itself on CPUs that have it, which misreads characters ("AllReduce" ->
@@ -85,7 +86,7 @@ def _openvino_engine(threads: int):
     infer_engine.Core = FP32Core
     from rapidocr_openvino import RapidOCR
 
-    return RapidOCR()
+    return RapidOCR(**detection)
 
 
 def _quiet_rapidocr_logging() -> None:
