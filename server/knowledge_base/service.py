@@ -269,7 +269,9 @@ def _previous_vectors(kb_name: str, embed_model: str, file_names: list[str]):
         return None
 
     def read(backend: EmbeddingBackend) -> tuple[list[str], np.ndarray]:
-        return _read_store(kb_name, embed_model, backend, lambda store: store.texts_and_vectors(stored))
+        # Bounded like the embedder's memory, so re-ingesting a huge knowledge base stays in RAM.
+        limit = BackgroundEmbedder.MAX_REMEMBERED
+        return _read_store(kb_name, embed_model, backend, lambda store: store.texts_and_vectors(stored, limit))
 
     return read
 

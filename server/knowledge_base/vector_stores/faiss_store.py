@@ -81,9 +81,9 @@ class FaissStore:
     def get(self, doc_ids: list[str]) -> list[StoredChunk]:
         return [self.chunks[d] for d in doc_ids if d in self.chunks]
 
-    def texts_and_vectors(self, sources: set[str]) -> tuple[list[str], np.ndarray]:
-        """The stored text and vector of every chunk whose source is one of ``sources``."""
-        doc_ids = [d for d, chunk in self.chunks.items() if chunk.metadata.get("source") in sources]
+    def texts_and_vectors(self, sources: set[str], limit: int | None = None) -> tuple[list[str], np.ndarray]:
+        """The stored text and vector of the chunks whose source is one of ``sources`` (at most ``limit``)."""
+        doc_ids = [d for d, chunk in self.chunks.items() if chunk.metadata.get("source") in sources][:limit]
         if not doc_ids:
             return [], np.zeros((0, self.dimension), dtype=np.float32)
         int_ids = np.array([self._int_ids[d] for d in doc_ids], dtype=np.int64)

@@ -53,6 +53,18 @@ def test_delete_by_source_removes_exactly_that_file():
     assert store.search(unit(0), top_k=5)[0].chunk.metadata["source"] == "b.txt"
 
 
+def test_texts_and_vectors_of_some_sources_survive_deletes_and_respect_the_limit():
+    store = make_store(4, "a.txt")
+    store.add([StoredChunk("", "other", {"source": "b.txt"})], unit(99).reshape(1, -1))
+    store.delete(store.ids_for_source("a.txt")[:1])  # ids and positions no longer line up
+    texts, vectors = store.texts_and_vectors({"a.txt"})
+    assert texts == ["text 1", "text 2", "text 3"]
+    np.testing.assert_allclose(vectors, np.stack([unit(1), unit(2), unit(3)]), atol=1e-6)
+    texts, vectors = store.texts_and_vectors({"a.txt", "b.txt"}, limit=2)
+    assert len(texts) == 2 and vectors.shape == (2, DIM)
+    assert store.texts_and_vectors({"missing.txt"})[1].shape == (0, DIM)
+
+
 def test_save_and_load_round_trip(tmp_path):
     store = make_store(6)
     store.delete(store.ids_for_source("a.txt")[:2])
