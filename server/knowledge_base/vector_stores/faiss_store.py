@@ -55,6 +55,9 @@ class FaissStore:
         self.chunks: dict[str, StoredChunk] = {}
         self._int_ids: dict[str, int] = {}
         self._doc_ids: dict[int, str] = {}
+        # doc ids per source file, in insertion order: finding a file's chunks must not scan the
+        # whole store, or re-ingesting thousands of files would take time quadratic in the store size.
+        self._ids_by_source: dict[str, dict[str, None]] = {}
         self._next_id = 0
         self.generation = 0
         self.dirty = False
@@ -83,14 +86,14 @@ class FaissStore:
 
     def texts_and_vectors(self, sources: set[str], limit: int | None = None) -> tuple[list[str], np.ndarray]:
         """The stored text and vector of the chunks whose source is one of ``sources`` (at most ``limit``)."""
-        doc_ids = [d for d, chunk in self.chunks.items() if chunk.metadata.get("source") in sources][:limit]
+        doc_ids = [d for source in sources for d in self._ids_by_source.get(source, ())][:limit]
         if not doc_ids:
             return [], np.zeros((0, self.dimension), dtype=np.float32)
         int_ids = np.array([self._int_ids[d] for d in doc_ids], dtype=np.int64)
         return [self.chunks[d].page_content for d in doc_ids], self.index.reconstruct_batch(int_ids)
 
     def ids_for_source(self, source: str) -> list[str]:
-        return [d for d, chunk in self.chunks.items() if chunk.metadata.get("source") == source]
+        return list(self._ids_by_source.get(source, ()))
 
     # ---- writing -----------------------------------------------------------------
     def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
@@ -106,9 +109,7 @@ class FaissStore:
         if len(chunks):
             self.index.add_with_ids(vectors, int_ids)
         for chunk, int_id in zip(chunks, int_ids, strict=True):
-            self.chunks[chunk.doc_id] = chunk
-            self._int_ids[chunk.doc_id] = int(int_id)
-            self._doc_ids[int(int_id)] = chunk.doc_id
+            self._remember(chunk, int(int_id))
         self.dirty = True
         return [chunk.doc_id for chunk in chunks]
 
@@ -119,10 +120,20 @@ class FaissStore:
         int_ids = np.array([self._int_ids.pop(d) for d in present], dtype=np.int64)
         self.index.remove_ids(int_ids)
         for doc_id, int_id in zip(present, int_ids, strict=True):
-            del self.chunks[doc_id]
+            chunk = self.chunks.pop(doc_id)
             del self._doc_ids[int(int_id)]
+            same_source = self._ids_by_source.get(chunk.metadata.get("source"), {})
+            same_source.pop(doc_id, None)
+            if not same_source:
+                self._ids_by_source.pop(chunk.metadata.get("source"), None)
         self.dirty = True
         return len(present)
+
+    def _remember(self, chunk: StoredChunk, int_id: int) -> None:
+        self.chunks[chunk.doc_id] = chunk
+        self._int_ids[chunk.doc_id] = int_id
+        self._doc_ids[int_id] = chunk.doc_id
+        self._ids_by_source.setdefault(chunk.metadata.get("source"), {})[chunk.doc_id] = None
 
     def update_text(self, doc_id: str, page_content: str, metadata: dict, vector: np.ndarray) -> None:
         self.delete([doc_id])
@@ -166,10 +177,7 @@ class FaissStore:
         store.index = index
         store._next_id = int(docs["next_id"])
         for item in docs["chunks"]:
-            chunk = StoredChunk(item["id"], item["text"], item.get("metadata") or {})
-            store.chunks[chunk.doc_id] = chunk
-            store._int_ids[chunk.doc_id] = int(item["int_id"])
-            store._doc_ids[int(item["int_id"])] = chunk.doc_id
+            store._remember(StoredChunk(item["id"], item["text"], item.get("metadata") or {}), int(item["int_id"]))
         if index.ntotal != len(store.chunks):
             raise StoreCorrupted(f"vector store in {folder}: {index.ntotal} vectors but {len(store.chunks)} documents")
         store.generation = generation

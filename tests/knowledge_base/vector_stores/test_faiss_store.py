@@ -74,6 +74,11 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.search(unit(5), top_k=1)[0].chunk.page_content == "text 5"
     new_ids = loaded.add([StoredChunk("", "new", {"source": "c"})], unit(50).reshape(1, -1))
     assert loaded.search(unit(50), top_k=1)[0].chunk.doc_id == new_ids[0]
+    # The per-file lookup is rebuilt on load and follows later changes.
+    assert loaded.ids_for_source("a.txt") == store.ids_for_source("a.txt") and len(loaded.ids_for_source("a.txt")) == 4
+    assert loaded.ids_for_source("c") == new_ids
+    loaded.delete(new_ids)
+    assert loaded.ids_for_source("c") == []
 
 
 def test_no_pickle_files_are_written(tmp_path):
