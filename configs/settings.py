@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     # workers (bench_ingest: 65 s vs 80 s). More workers pay off with many cores and many non-OCR files.
     INGEST_WORKERS: int = Field(1, ge=0)
     # Chunks embedded before vectors are saved and rows committed: a killed ingestion resumes from there.
+    # The interval grows to a quarter of the store's size, since each save rewrites the whole store.
     INGEST_CHECKPOINT_CHUNKS: int = Field(2000, ge=1)
     KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
 

@@ -238,7 +238,7 @@ def ingest_files(
     workers = settings.INGEST_WORKERS if workers is None else workers
     on_embedded = (lambda count: progress("embedded", count)) if progress else None
     pending: list[tuple[ParsedFile, Future]] = []
-    pending_chunks = 0
+    pending_chunks = store_size = 0
     previous = _previous_vectors(kb_name, kb.embed_model, [task.file_name for task in tasks])
     with BackgroundEmbedder(partial(get_embeddings, kb.embed_model), on_embedded, previous) as embedder:
         for parsed in parse_files(tasks, workers):
@@ -252,8 +252,10 @@ def ingest_files(
                 continue
             pending.append((parsed, embedder.submit([text for text, _ in parsed.chunks])))
             pending_chunks += len(parsed.chunks)
-            if pending_chunks >= settings.INGEST_CHECKPOINT_CHUNKS:
-                _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
+            # Each checkpoint rewrites the whole store, so the interval grows with it: the writes
+            # stay linear in its size, and a crash still loses at most a fifth of the work.
+            if pending_chunks >= max(settings.INGEST_CHECKPOINT_CHUNKS, store_size // 4):
+                store_size = _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
                 pending, pending_chunks = [], 0
         if pending:
             _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
@@ -283,12 +285,13 @@ def _store_parsed(
     pending: list[tuple[ParsedFile, Future]],
     report: IngestReport,
     not_refresh: bool,
-) -> None:
-    """Write parsed files whose vectors are (being) computed: vectors first, then their DB rows."""
+) -> int:
+    """Write parsed files whose vectors are (being) computed: vectors first, then their DB rows.
+    Returns the number of chunks in the store afterwards."""
     embedded = [(parsed, vectors.result()) for parsed, vectors in pending]
     ingestions = []
 
-    def replace_files(store: FaissStore) -> None:
+    def replace_files(store: FaissStore) -> int:
         for parsed, vectors in embedded:
             store.delete(store.ids_for_source(parsed.file_name))
             chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
@@ -306,10 +309,12 @@ def _store_parsed(
                     rows,
                 )
             )
+        return len(store)
 
-    _write_store(kb_name, embed_model, backend, replace_files, save=not not_refresh)
+    store_size = _write_store(kb_name, embed_model, backend, replace_files, save=not not_refresh)
     file_repo.record_ingestions(kb_name, ingestions)
     report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in embedded)
+    return store_size
 
 
 def add_custom_docs(kb_name: str, file_name: str, docs: list[Document], *, not_refresh_vs_cache: bool = False) -> int:

@@ -262,3 +262,23 @@ def test_reingesting_an_edited_file_embeds_only_the_chunks_that_changed(kb_root)
     # A reused vector is the same as a fresh one: the exact text of an unchanged chunk scores ~0.
     exact = service.search("edited", paragraphs[3], top_k=1)[0]
     assert exact.chunk.page_content == paragraphs[3] and exact.score < 0.01
+
+
+def test_checkpoints_grow_with_the_store_so_saves_stay_few(kb_root, monkeypatch):
+    from configs import reload_settings
+    from server.knowledge_base.vector_stores.faiss_store import read_generation
+
+    monkeypatch.setenv("CHATCHAT_INGEST_CHECKPOINT_CHUNKS", "2")
+    reload_settings()
+    try:
+        service.create_kb("growing")
+        names = [write(kb_root, "growing", f"n{i:02}.txt", f"Note {i} about item {i}.") for i in range(60)]
+        report = service.ingest_files("growing", names)
+    finally:
+        monkeypatch.delenv("CHATCHAT_INGEST_CHECKPOINT_CHUNKS")
+        reload_settings()
+    assert report.chunks == 60 and report.failed == {}
+    saves = read_generation(paths.vector_store_path("growing", "all-MiniLM-L6-v2"))
+    # Every 2 chunks would be 30 saves; a quarter of the store each time is about 14.
+    assert 5 <= saves <= 20, saves
+    assert len(service.list_docs("growing")) == 60
