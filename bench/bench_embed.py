@@ -34,11 +34,11 @@ def corpus_chunks(folder: Path, limit: int) -> list[str]:
     return list(dict.fromkeys(texts))[:limit]  # unique chunks, so neighbour ties do not blur the check
 
 
-def timed_embed(dtype: str, path: Path, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
+def timed_embed(dtype: str, path: Path, texts: list[str], batch_size: int | None) -> tuple[np.ndarray, float]:
     from server.knowledge_base.embeddings.local import SentenceTransformerBackend
 
     backend = SentenceTransformerBackend("bench", path, "auto", batch_size, dtype)
-    backend.embed(texts[:batch_size])  # warm-up
+    backend.embed(texts[: backend.batch_size])  # warm-up
     started = time.perf_counter()
     vectors = backend.embed(texts)
     return vectors, time.perf_counter() - started
@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("folder", nargs="?", default=str(REPO_ROOT / "knowledge_base" / "samples" / "content"))
     parser.add_argument("--limit", type=int, default=1000, help="chunks to embed")
     parser.add_argument("--dtypes", nargs="*", default=None, help="dtypes to compare with float32")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="texts per forward pass (default: EMBEDDING_BATCH_SIZE, by device)"
+    )
     args = parser.parse_args()
 
     settings = get_settings()
@@ -67,10 +70,11 @@ def main() -> None:
     dtypes = args.dtypes or ([auto] if auto != "float32" else [])
     texts = corpus_chunks(Path(args.folder), args.limit)
     print(f"{len(texts)} unique chunks of {args.folder}, model {settings.EMBEDDING_MODEL}, auto dtype {auto}")
-    reference, ref_seconds = timed_embed("float32", path, texts, settings.EMBEDDING_BATCH_SIZE)
+    batch_size = args.batch_size or settings.EMBEDDING_BATCH_SIZE
+    reference, ref_seconds = timed_embed("float32", path, texts, batch_size)
     print(f"float32   {len(texts) / ref_seconds:7.1f} chunks/s")
     for dtype in dtypes:
-        vectors, seconds = timed_embed(dtype, path, texts, settings.EMBEDDING_BATCH_SIZE)
+        vectors, seconds = timed_embed(dtype, path, texts, batch_size)
         cosine = np.sum(vectors * reference, axis=1)
         print(
             f"{dtype:9s} {len(texts) / seconds:7.1f} chunks/s  x{ref_seconds / seconds:.2f}  "

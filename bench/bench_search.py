@@ -8,7 +8,9 @@
    ``/knowledge_base/upload_docs`` (pictures need OCR and are skipped unless --with-images);
 3. one client: median / p95 / max latency of ``search_docs`` over --queries queries
    (sentences taken from the documents themselves, so hits are meaningful);
-4. --clients concurrent clients for --seconds: requests per second and latency under load.
+4. --clients concurrent clients for --seconds: requests per second and latency under load;
+5. with --during-upload: one client's latency while the same files are uploaded into a second
+   knowledge base (ingestion and search share the embedding model and the CPU).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def sample_queries(files: list[Path], count: int, seed: int = 7) -> list[str]:
     return [rng.choice(sentences) for _ in range(count)]
 
 
-def build_kb(client: httpx.Client, folder: Path, files: list[Path]) -> tuple[float, int]:
-    answer = client.post("/knowledge_base/create_knowledge_base", json={"knowledge_base_name": KB_NAME}).json()
+def build_kb(client: httpx.Client, folder: Path, files: list[Path], kb_name: str = KB_NAME) -> tuple[float, int]:
+    answer = client.post("/knowledge_base/create_knowledge_base", json={"knowledge_base_name": kb_name}).json()
     assert answer["code"] == 200, answer
     started = time.perf_counter()
     failures = 0
@@ -67,7 +69,7 @@ def build_kb(client: httpx.Client, folder: Path, files: list[Path]) -> tuple[flo
         with open(path, "rb") as handle:
             response = client.post(
                 "/knowledge_base/upload_docs",
-                data={"knowledge_base_name": KB_NAME},
+                data={"knowledge_base_name": kb_name},
                 files=[("files", (name, handle))],
             )
         failed = response.json()["data"]["failed_files"]
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--with-images", action="store_true", help="also ingest pictures (OCR, slow on a CPU)")
+    parser.add_argument("--during-upload", action="store_true", help="also measure searches during an ingestion")
     args = parser.parse_args()
 
     folder = args.folder.resolve()
@@ -178,6 +181,27 @@ def run_benchmark(data_root: Path, folder: Path, files: list[Path], queries: lis
         )
         if loaded:
             print(f"  latency under load: {describe(loaded)}")
+        if args.during_upload:
+            search_during_upload(server.url, client, folder, files, queries, args.top_k)
+
+
+def search_during_upload(url: str, client: httpx.Client, folder: Path, files: list[Path], queries, top_k: int) -> None:
+    upload: dict = {}
+
+    def ingest() -> None:
+        with httpx.Client(base_url=url, timeout=600) as own:
+            upload["seconds"], upload["failures"] = build_kb(own, folder, files, KB_NAME + "_busy")
+
+    thread = threading.Thread(target=ingest)
+    thread.start()
+    latencies, index = [], 0
+    while thread.is_alive():
+        latencies.append(search_once(client, queries[index % len(queries)], top_k))
+        index += 1
+    thread.join()
+    print(f"during an upload of the same files ({upload['seconds']:.1f} s): {len(latencies)} searches")
+    if latencies:
+        print(f"  latency during ingestion: {describe(latencies)}")
 
 
 if __name__ == "__main__":

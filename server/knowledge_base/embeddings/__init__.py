@@ -23,6 +23,10 @@ __all__ = [
 ]
 
 
+# Texts per request to an OpenAI-compatible embeddings endpoint when EMBEDDING_BATCH_SIZE is unset.
+ONLINE_BATCH_SIZE = 64
+
+
 class UnknownEmbeddingModel(ValueError):
     pass
 
@@ -74,7 +78,10 @@ def _create_backend(name: str, settings: Settings) -> EmbeddingBackend:
         from server.knowledge_base.embeddings.online import OpenAICompatibleBackend
 
         return OpenAICompatibleBackend(
-            name, settings.ONLINE_EMBEDDING_MODELS[name], settings.EMBEDDING_BATCH_SIZE, settings.HTTPX_DEFAULT_TIMEOUT
+            name,
+            settings.ONLINE_EMBEDDING_MODELS[name],
+            settings.EMBEDDING_BATCH_SIZE or ONLINE_BATCH_SIZE,
+            settings.HTTPX_DEFAULT_TIMEOUT,
         )
     path = _local_model_path(name, settings)
     return SentenceTransformerBackend(

