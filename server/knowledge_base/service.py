@@ -440,9 +440,8 @@ def search(
 
 def list_docs(kb_name: str, file_name: str | None = None, metadata: dict | None = None) -> list[StoredChunk]:
     """Chunks of a file (or with matching first-level metadata), in stored order."""
-    get_kb(kb_name)  # an unknown knowledge base is an error, not an empty list
     rows = file_repo.list_chunks(kb_name, file_name or None, metadata or None)
-    return get_chunks(kb_name, [row.doc_id for row in rows])
+    return get_chunks(kb_name, [row.doc_id for row in rows])  # raises for an unknown knowledge base
 
 
 def get_chunks(kb_name: str, doc_ids: list[str]) -> list[StoredChunk]:

@@ -86,8 +86,9 @@ class BackgroundEmbedder:
             found.update(zip(batch, vectors, strict=True))
             self._remember(batch, vectors)
             self._report(len(batch))
-        self.reused += len(texts) - len(new_texts)
-        self._report(len(texts) - len(new_texts))  # repeats count too, so a progress bar reaches its total
+        repeats = len(texts) - len(new_texts)
+        self.reused += repeats
+        self._report(repeats)  # repeats count too, so a progress bar reaches its total
         self.seconds += time.perf_counter() - started
         return np.stack([found[text] for text in texts])
 

@@ -120,12 +120,7 @@ class FaissStore:
         int_ids = np.array([self._int_ids.pop(d) for d in present], dtype=np.int64)
         self.index.remove_ids(int_ids)
         for doc_id, int_id in zip(present, int_ids, strict=True):
-            chunk = self.chunks.pop(doc_id)
-            del self._doc_ids[int(int_id)]
-            same_source = self._ids_by_source.get(chunk.metadata.get("source"), {})
-            same_source.pop(doc_id, None)
-            if not same_source:
-                self._ids_by_source.pop(chunk.metadata.get("source"), None)
+            self._forget(doc_id, int(int_id))
         self.dirty = True
         return len(present)
 
@@ -134,6 +129,14 @@ class FaissStore:
         self._int_ids[chunk.doc_id] = int_id
         self._doc_ids[int_id] = chunk.doc_id
         self._ids_by_source.setdefault(chunk.metadata.get("source"), {})[chunk.doc_id] = None
+
+    def _forget(self, doc_id: str, int_id: int) -> None:
+        source = self.chunks.pop(doc_id).metadata.get("source")
+        del self._doc_ids[int_id]
+        same_source = self._ids_by_source[source]
+        del same_source[doc_id]
+        if not same_source:
+            del self._ids_by_source[source]
 
     def update_text(self, doc_id: str, page_content: str, metadata: dict, vector: np.ndarray) -> None:
         self.delete([doc_id])
