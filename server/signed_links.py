@@ -6,7 +6,7 @@ send an ``Authorization`` header. So, when API keys are configured, such links c
 knowledge base, the file name and the expiry. The link opens exactly that file until it expires;
 anything else still needs a key, and removing a key from API_KEYS revokes the links made with it.
 
-Kept free of server imports, so the web UI's client (which holds a key) can sign links too.
+Kept free of server imports, so the web UI's client (which holds a key) builds its links here too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 DOWNLOAD_PATH = "/knowledge_base/download_doc"
 
@@ -28,6 +28,19 @@ def signed_params(key: str, kb_name: str, file_name: str, ttl_seconds: int, now:
     """The query parameters to add to a download_doc link for ``kb_name``/``file_name``."""
     expires = int((time.time() if now is None else now) + ttl_seconds)
     return {"expires": str(expires), "signature": _signature(key, kb_name, file_name, expires)}
+
+
+def download_url(base_url: str, kb_name: str, file_name: str, key: str | None = None, preview: bool = False) -> str:
+    """A download_doc link a browser can open: signed with ``key`` (for SIGNED_LINK_TTL_HOURS) when given."""
+    query = {"knowledge_base_name": kb_name, "file_name": file_name}
+    if preview:
+        query["preview"] = "true"
+    if key:
+        from configs import get_settings
+
+        ttl = int(get_settings().SIGNED_LINK_TTL_HOURS * 3600)
+        query.update(signed_params(key, kb_name, file_name, ttl))
+    return f"{base_url.rstrip('/')}{DOWNLOAD_PATH}?{urlencode(query)}"
 
 
 def is_signed_download(query_string: bytes | str, keys: list[str], now: float | None = None) -> bool:

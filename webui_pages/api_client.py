@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlencode
 
 import httpx
 
@@ -70,12 +69,6 @@ def _default_api_key() -> str | None:
 
     keys = get_settings().API_KEYS
     return keys[0] if keys else None
-
-
-def _signed_link_ttl() -> int:
-    from configs import get_settings
-
-    return int(get_settings().SIGNED_LINK_TTL_HOURS * 3600)
 
 
 def _auth_headers(api_key: str | None) -> dict[str, str]:
@@ -368,13 +361,9 @@ class _Endpoints:
         return self._call(_Request("GET", "/knowledge_base/download_doc", params=params))
 
     def download_url(self, knowledge_base_name: str, file_name: str, preview: bool = False) -> str:
-        """A link the browser can open directly (download, or inline preview)."""
-        query = {"knowledge_base_name": knowledge_base_name, "file_name": file_name}
-        if preview:
-            query["preview"] = "true"
-        if self.api_key:  # the browser cannot send our key, so the link carries a signature instead
-            query.update(signed_links.signed_params(self.api_key, knowledge_base_name, file_name, _signed_link_ttl()))
-        return f"{self.base_url}{signed_links.DOWNLOAD_PATH}?{urlencode(query)}"
+        """A link the browser can open directly (download, or inline preview); the browser cannot send
+        our key, so with one the link carries a signature instead."""
+        return signed_links.download_url(self.base_url, knowledge_base_name, file_name, self.api_key, preview)
 
     def recreate_vector_store(
         self,

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from configs import get_settings
 from server import signed_links
@@ -50,12 +49,8 @@ def format_sources(sources: list[Source]) -> list[str]:
 
 def download_link(base_url: str, kb_name: str, file_name: str) -> str:
     """A link to the source file; signed when the API needs keys, since a browser will open it."""
-    query = {"knowledge_base_name": kb_name, "file_name": file_name}
-    settings = get_settings()
-    if settings.API_KEYS:
-        ttl = int(settings.SIGNED_LINK_TTL_HOURS * 3600)
-        query.update(signed_links.signed_params(settings.API_KEYS[0], kb_name, file_name, ttl))
-    return f"{base_url.rstrip('/')}{signed_links.DOWNLOAD_PATH}?{urlencode(query)}"
+    keys = get_settings().API_KEYS
+    return signed_links.download_url(base_url, kb_name, file_name, keys[0] if keys else None)
 
 
 def build_prompt(template: str, query: str, context: str) -> str:
