@@ -382,6 +382,11 @@ def worker_arg_parser(description: str, settings: Settings) -> argparse.Argument
     return parser
 
 
+def concurrency_limit(flag: int | None, model_name: str, settings) -> int:
+    """--limit-worker-concurrency when given, else the model's entry in FSCHAT_MODEL_WORKERS (default 16)."""
+    return flag or settings.worker_config(model_name).limit_worker_concurrency
+
+
 def advertised_address(host: str, port: int, controller_address: str, explicit: str | None = None) -> str:
     """The worker URL others should use. A wildcard bind is advertised as the address that routes to the controller."""
     if explicit:

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from configs.settings import ModelWorkerConfig
 from server.knowledge_base.embeddings import UnknownEmbeddingModel, get_embeddings
 from server.model_workers.base import (
     ChatkbWorker,
     advertised_address,
+    concurrency_limit,
     configure_logging,
     error_chunk,
     serve,
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             model_names=args.model_name,
             controller_addr=args.controller_address,
             worker_addr=advertised_address(args.host, args.port, args.controller_address, args.worker_address),
-            limit_worker_concurrency=args.limit_worker_concurrency or ModelWorkerConfig().limit_worker_concurrency,
+            limit_worker_concurrency=concurrency_limit(args.limit_worker_concurrency, args.model_name[0], settings),
         )
     except UnknownEmbeddingModel as exc:
         print(f"error: {exc}", flush=True)

@@ -27,6 +27,7 @@ from configs import OnlineModelConfig, get_settings
 from server.model_workers.base import (
     ChatkbWorker,
     advertised_address,
+    concurrency_limit,
     configure_logging,
     error_chunk,
     normalize_messages,
@@ -172,8 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout=settings.HTTPX_DEFAULT_TIMEOUT,
         controller_addr=args.controller_address,
         worker_addr=advertised_address(args.host, args.port, args.controller_address, args.worker_address),
-        limit_worker_concurrency=args.limit_worker_concurrency
-        or settings.worker_config(args.model_name).limit_worker_concurrency,
+        limit_worker_concurrency=concurrency_limit(args.limit_worker_concurrency, args.model_name, settings),
     )
     serve(worker, args.host, args.port, args.log_level)
 

@@ -34,6 +34,7 @@ from server.devices import preferred_dtype, resolve_device
 from server.model_workers.base import (
     ChatkbWorker,
     advertised_address,
+    concurrency_limit,
     configure_logging,
     serve,
     settings_or_exit,
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         max_context=config.max_context,
         controller_addr=args.controller_address,
         worker_addr=advertised_address(args.host, args.port, args.controller_address, args.worker_address),
-        limit_worker_concurrency=args.limit_worker_concurrency or config.limit_worker_concurrency,
+        limit_worker_concurrency=concurrency_limit(args.limit_worker_concurrency, args.model_name, settings),
     )
     serve(worker, args.host, args.port, args.log_level)
 
