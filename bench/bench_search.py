@@ -199,7 +199,10 @@ def search_during_upload(url: str, client: httpx.Client, folder: Path, files: li
         latencies.append(search_once(client, queries[index % len(queries)], top_k))
         index += 1
     thread.join()
-    print(f"during an upload of the same files ({upload['seconds']:.1f} s): {len(latencies)} searches")
+    print(
+        f"during an upload of the same files ({upload['seconds']:.1f} s, {upload['failures']} failed): "
+        f"{len(latencies)} searches"
+    )
     if latencies:
         print(f"  latency during ingestion: {describe(latencies)}")
 
