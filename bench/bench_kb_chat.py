@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -82,74 +81,16 @@ def main() -> None:
 
 @contextlib.contextmanager
 def own_stack(model: str, kb_name: str, corpus: Path):
-    """Controller, model worker, gateway and API server on free ports, with a fresh data root."""
-    from tests.helpers.processes import child_env, free_port, running_process
+    """The LLM stack (controller, workers, gateway) and an API server on free ports, with a fresh data root."""
+    from tests.helpers.api_server import start_api_server
+    from tests.helpers.stack import start_llm_stack
 
     root = Path(tempfile.mkdtemp(prefix="bench_kb_chat_"))
-    ports = {name: free_port() for name in ("controller", "worker", "gateway", "api")}
-    controller = f"http://127.0.0.1:{ports['controller']}"
-    env = child_env(
-        root,
-        CHATCHAT_FSCHAT_CONTROLLER__PORT=str(ports["controller"]),
-        CHATCHAT_FSCHAT_OPENAI_API__PORT=str(ports["gateway"]),
-        CHATCHAT_API_SERVER__PORT=str(ports["api"]),
-        CHATCHAT_LLM_MODELS=json.dumps([model]),
-    )
-    logs = root / "logs"
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        host = ["--host", "127.0.0.1", "--port"]
-        stack.enter_context(
-            running_process(
-                ["-m", "server.controller", *host, str(ports["controller"])],
-                env=env,
-                log_path=logs / "controller.log",
-                health_url=f"{controller}/health",
-            )
-        )
-        stack.enter_context(
-            running_process(
-                ["-m", "server.model_workers.transformers_worker", "--model-name", model, *host, str(ports["worker"])]
-                + ["--controller-address", controller],
-                env=env,
-                log_path=logs / "worker.log",
-                health_url=f"http://127.0.0.1:{ports['worker']}/health",
-                timeout=600,
-            )
-        )
-        gateway = f"http://127.0.0.1:{ports['gateway']}"
-        stack.enter_context(
-            running_process(
-                ["-m", "server.openai_gateway", *host, str(ports["gateway"]), "--controller-address", controller],
-                env=env,
-                log_path=logs / "gateway.log",
-                health_url=f"{gateway}/health",
-            )
-        )
-        wait_for_model(gateway, model)
-        api = f"http://127.0.0.1:{ports['api']}"
-        stack.enter_context(
-            running_process(
-                ["-m", "server.api", *host, str(ports["api"])],
-                env=env,
-                log_path=logs / "api.log",
-                health_url=f"{api}/health",
-            )
-        )
-        print(f"stack up in {time.perf_counter() - started:.1f}s (logs: {logs})")
-        build_kb(api, kb_name, corpus)
-        yield api, gateway
-
-
-def wait_for_model(gateway: str, model: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            names = [m["id"] for m in httpx.get(f"{gateway}/v1/models", timeout=5).json()["data"]]
-            if model in names:
-                return
-        time.sleep(1)
-    raise TimeoutError(f"{model} did not register with the gateway in {timeout:.0f}s")
+    with start_llm_stack(root / "llm", model_name=model) as llm, start_api_server(root / "api", **llm.env) as api:
+        print(f"stack up in {time.perf_counter() - started:.1f}s (logs: {llm.log_dir}, {api.log_path})")
+        build_kb(api.url, kb_name, corpus)
+        yield api.url, llm.gateway_url
 
 
 def build_kb(api: str, kb_name: str, corpus: Path) -> None:
