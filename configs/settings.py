@@ -97,6 +97,23 @@ class Settings(BaseSettings):
     # Score = (1 - cosine) / 2: 0 identical, 1 opposite. Hits with score <= threshold are kept.
     SCORE_THRESHOLD: float = Field(1.0, ge=0.0, le=2.0)
     ZH_TITLE_ENHANCE: bool = False
+    # ---- retrieval (docs/retrieval.md) ---------------------------------------------
+    # vector: embeddings only (Chatchat 0.2's search); keyword: BM25 over words (jieba for Chinese);
+    # hybrid: both, fused. Per request: the "search_mode" field of search_docs and the chats.
+    SEARCH_MODE: Literal["vector", "keyword", "hybrid"] = "hybrid"
+    # Candidates each side offers to hybrid fusion (and to the reranker), at least top_k.
+    HYBRID_CANDIDATES: int = Field(50, ge=1, le=1000)
+    # Weights of the two sides' z-scored scores in hybrid fusion: raise one to trust that side more.
+    HYBRID_VECTOR_WEIGHT: float = Field(1.0, ge=0.0)
+    HYBRID_KEYWORD_WEIGHT: float = Field(1.0, ge=0.0)
+    # A cross-encoder re-scores the best candidates (Chatchat 0.2.10's names): any sentence-transformers
+    # CrossEncoder folder, by name under MODEL_ROOT_PATH or as a path. Loaded once per process.
+    USE_RERANKER: bool = False
+    RERANKER_MODEL: str = "bge-reranker-large"
+    RERANKER_MAX_LENGTH: int = Field(1024, ge=16)
+    RERANKER_CANDIDATES: int = Field(20, ge=1, le=1000)
+    # A retrieval-evaluation questions file larger than this is refused.
+    MAX_EVAL_QUESTIONS_FILE_SIZE: int = Field(5 * 1024 * 1024, ge=1)
     TEXT_SPLITTER_NAME: Literal[
         "ChineseRecursiveTextSplitter", "RecursiveCharacterTextSplitter", "MarkdownHeaderTextSplitter"
     ] = "ChineseRecursiveTextSplitter"

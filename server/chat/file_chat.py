@@ -10,6 +10,7 @@ from configs import get_settings
 from server.chat import common, retrieval
 from server.chat.common import ChatError, History, LLMRequest
 from server.chat.knowledge_base_chat import PROMPT_TYPE, build_prompt
+from server.knowledge_base.search import SearchMode
 from server.knowledge_base.temp_stores import TempStoreNotFound, get_temp_stores
 from server.knowledge_base.vector_stores import ScoredChunk
 
@@ -22,6 +23,7 @@ class FileChatRequest(LLMRequest):
     top_k: int = Field(default_factory=lambda: get_settings().VECTOR_SEARCH_TOP_K, ge=1, le=100)
     score_threshold: float = Field(default_factory=lambda: get_settings().SCORE_THRESHOLD, ge=0.0, le=2.0)
     history: list[History] = Field([], description="past messages [{role, content}]")
+    search_mode: SearchMode | None = Field(None, description="vector, keyword or hybrid; default SEARCH_MODE")
 
 
 async def file_chat(body: FileChatRequest):
@@ -43,7 +45,9 @@ async def file_chat(body: FileChatRequest):
 
 def _search(body: FileChatRequest) -> list[ScoredChunk]:
     try:
-        return get_temp_stores().search(body.knowledge_id, body.query, body.top_k, body.score_threshold)
+        return get_temp_stores().search(
+            body.knowledge_id, body.query, body.top_k, body.score_threshold, body.search_mode
+        )
     except TempStoreNotFound:
         raise ChatError(404, f"未找到临时知识库 {body.knowledge_id}，请先上传文件")
     except Exception as exc:

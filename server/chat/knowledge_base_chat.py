@@ -15,6 +15,7 @@ from configs import get_settings
 from server.chat import common, retrieval
 from server.chat.common import ChatError, History, LLMRequest
 from server.knowledge_base import paths, service
+from server.knowledge_base.search import SearchMode
 from server.knowledge_base.vector_stores import ScoredChunk
 
 PROMPT_TYPE = "knowledge_base_chat"
@@ -33,6 +34,7 @@ class KnowledgeBaseChatRequest(LLMRequest):
     )
     history: list[History] = Field([], description="past messages [{role, content}]")
     return_direct: bool = Field(False, description="return the sources only, without asking the model")
+    search_mode: SearchMode | None = Field(None, description="vector, keyword or hybrid; default SEARCH_MODE")
 
 
 async def knowledge_base_chat(body: KnowledgeBaseChatRequest, request: Request):
@@ -65,7 +67,7 @@ def _require_kb(kb_name: str) -> None:
 
 def _search(body: KnowledgeBaseChatRequest) -> list[ScoredChunk]:
     try:
-        return service.search(body.knowledge_base_name, body.query, body.top_k, body.score_threshold)
+        return service.search(body.knowledge_base_name, body.query, body.top_k, body.score_threshold, body.search_mode)
     except service.KnowledgeBaseNotFound:
         raise ChatError(404, f"未找到知识库 {body.knowledge_base_name}")
     except Exception as exc:  # a broken index or embedding model: say so, never a 500

@@ -193,8 +193,8 @@ def vectorize(
 # ---- search --------------------------------------------------------------------------------------
 
 
-def document_json(chunk: StoredChunk, score: float) -> dict:
-    metadata = {**chunk.metadata, "id": chunk.doc_id}
+def document_json(chunk: StoredChunk, score: float, details: dict | None = None) -> dict:
+    metadata = {**chunk.metadata, **(details or {}), "id": chunk.doc_id}
     return {
         "page_content": chunk.page_content,
         "metadata": metadata,
@@ -204,11 +204,19 @@ def document_json(chunk: StoredChunk, score: float) -> dict:
     }
 
 
-def search_documents(kb_name: str, query: str, top_k: int, score_threshold: float, file_name: str, metadata: dict):
+def search_documents(
+    kb_name: str,
+    query: str,
+    top_k: int,
+    score_threshold: float,
+    file_name: str,
+    metadata: dict,
+    search_mode: str | None = None,
+):
     """search_docs: hits for a query, or every chunk of a file / with matching metadata when no query."""
     if query:
-        hits: list[ScoredChunk] = service.search(kb_name, query, top_k, score_threshold)
-        return [document_json(hit.chunk, round(hit.score, 6)) for hit in hits]
+        hits: list[ScoredChunk] = service.search(kb_name, query, top_k, score_threshold, search_mode)
+        return [document_json(hit.chunk, round(hit.score, 6), hit.details) for hit in hits]
     if not file_name and not metadata:
         return []
     names = matching_file_names(kb_name, file_name) if file_name else [None]

@@ -24,6 +24,7 @@ from server.knowledge_base import api_service, paths, service, summary
 from server.knowledge_base.api_service import DocumentIn
 from server.knowledge_base.embeddings import get_embeddings
 from server.knowledge_base.paths import UnsafeName
+from server.knowledge_base.search import SearchMode, UnknownRerankerModel
 from server.knowledge_base.temp_stores import get_temp_stores
 from server.knowledge_base.vector_stores import SUPPORTED_VS_TYPES
 from server.responses import BaseResponse, ListResponse
@@ -260,6 +261,9 @@ def search_docs(
     ] = settings.SCORE_THRESHOLD,
     file_name: Annotated[str, Body(description="文件名称，支持 sql 通配符")] = "",
     metadata: Annotated[dict[str, Any], Body(description="根据 metadata 进行过滤，仅支持一级键")] = {},  # noqa: B006
+    search_mode: Annotated[
+        SearchMode | None, Body(description="检索方式：vector（向量）、keyword（关键词 BM25）、hybrid（混合，默认）")
+    ] = None,
 ) -> list[dict] | JSONResponse:
     security.check_kb_name(knowledge_base_name)
     if file_name:
@@ -267,7 +271,11 @@ def search_docs(
     if not service.kb_exists(knowledge_base_name):
         return []
     try:
-        return api_service.search_documents(knowledge_base_name, query, top_k, score_threshold, file_name, metadata)
+        return api_service.search_documents(
+            knowledge_base_name, query, top_k, score_threshold, file_name, metadata, search_mode
+        )
+    except UnknownRerankerModel as exc:
+        return JSONResponse({"code": 500, "msg": str(exc)}, status_code=500)
     except Exception:
         if service.kb_exists(knowledge_base_name):
             raise

@@ -29,6 +29,7 @@ from server.knowledge_base import paths
 from server.knowledge_base.embeddings import EmbeddingBackend, check_embedding_model, get_embeddings
 from server.knowledge_base.embeddings.background import BackgroundEmbedder
 from server.knowledge_base.ingest import ChunkingOptions, ParsedFile, ParseTask, parse_files
+from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores import (
     SUPPORTED_VS_TYPES,
     FaissStore,
@@ -427,15 +428,25 @@ def _size_or_none(path: Path) -> int | None:
 
 
 def search(
-    kb_name: str, query: str, top_k: int | None = None, score_threshold: float | None = None
+    kb_name: str,
+    query: str,
+    top_k: int | None = None,
+    score_threshold: float | None = None,
+    mode: str | None = None,
+    rerank: bool | None = None,
 ) -> list[ScoredChunk]:
+    """The best chunks for a query in the chosen mode (SEARCH_MODE by default); see search/."""
     settings = get_settings()
+    options = SearchOptions.from_settings(mode, rerank)
     kb = get_kb(kb_name)
     backend = get_embeddings(kb.embed_model)
-    vector = backend.embed([query], is_query=True)[0]
+    prepared = prepare_query(query, lambda text: backend.embed([text], is_query=True)[0])
     top_k = settings.VECTOR_SEARCH_TOP_K if top_k is None else top_k
     threshold = settings.SCORE_THRESHOLD if score_threshold is None else score_threshold
-    return _read_store(kb_name, kb.embed_model, backend, lambda store: store.search(vector, top_k, threshold))
+    ranked = _read_store(
+        kb_name, kb.embed_model, backend, lambda store: rank_candidates(store, prepared, top_k, threshold, options)
+    )
+    return finish(prepared, ranked, top_k, options)
 
 
 def list_docs(kb_name: str, file_name: str | None = None, metadata: dict | None = None) -> list[StoredChunk]:

@@ -1,6 +1,6 @@
 """Temporary in-memory indexes for file chat (``upload_temp_docs`` + ``/chat/file_chat``).
 
-Each upload gets an id; its chunks live in an in-memory FaissStore, kept in an LRU of
+Each upload gets an id; its chunks live in an in-memory FaissStore (with its keyword index), kept in an LRU of
 CACHED_MEMO_VS_NUM entries and dropped when unused for MEMO_VS_TTL_SECONDS. Nothing is
 written to the knowledge-base root: the uploaded files are parsed from a temp folder
 that is removed right after.
@@ -22,6 +22,7 @@ from configs import get_settings
 from server.knowledge_base.embeddings import get_embeddings
 from server.knowledge_base.ingest import ChunkingOptions, ParseTask, parse_files
 from server.knowledge_base.paths import validate_file_name
+from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores.faiss_store import FaissStore, ScoredChunk, StoredChunk
 
 
@@ -89,15 +90,19 @@ class TempStoreRegistry:
         self._put(temp_id, entry)
         return temp_id, failed
 
-    def search(self, temp_id: str, query: str, top_k: int, score_threshold: float) -> list[ScoredChunk]:
+    def search(
+        self, temp_id: str, query: str, top_k: int, score_threshold: float, mode: str | None = None
+    ) -> list[ScoredChunk]:
         entry = self._peek(temp_id)
         if entry is None:
             raise TempStoreNotFound(temp_id)
-        vector = get_embeddings(entry.embed_model).embed([query], is_query=True)[0]
+        options = SearchOptions.from_settings(mode)
+        backend = get_embeddings(entry.embed_model)
+        prepared = prepare_query(query, lambda text: backend.embed([text], is_query=True)[0])
         with entry.lock:
-            hits = entry.store.search(vector, top_k, score_threshold)
+            ranked = rank_candidates(entry.store, prepared, top_k, score_threshold, options)
         self._put(temp_id, entry)
-        return hits
+        return finish(prepared, ranked, top_k, options)
 
     def __contains__(self, temp_id: str) -> bool:
         return self._peek(temp_id) is not None

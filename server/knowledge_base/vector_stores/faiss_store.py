@@ -3,10 +3,15 @@
 On disk, in one folder per (knowledge base, embedding model):
   index.<gen>.faiss   the FAISS index (inner product over unit vectors, int64 ids)
   docs.<gen>.json     chunk text and metadata by doc id
+  keywords.<gen>.json the keyword index: each chunk's search terms with their counts
   CURRENT             the generation to load, replaced last with os.replace()
 
 A crash or kill at any point of a save leaves CURRENT naming the previous complete
 generation. Nothing is unpickled, so a file a client managed to write cannot run code.
+
+The keyword (BM25) index is kept in step by the same add and delete calls and saved in the same
+generation. A store saved before it existed (or by another tokenizer version) gets it on load,
+from the stored texts: nothing is embedded again.
 
 Scores: score = (1 - cosine) / 2, so 0 means identical and 1 opposite; a hit is kept
 when score <= score_threshold (the default threshold 1.0 keeps everything).
@@ -23,8 +28,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from server.knowledge_base.keyword_index import BM25Index, KeywordHit, tokenize
+
 CURRENT_FILE = "CURRENT"
 FORMAT_VERSION = 1
+# Bump when tokenize() changes, so stores saved with the old terms rebuild them on load.
+TOKENIZER_VERSION = 1
 
 
 @dataclass
@@ -38,6 +47,7 @@ class StoredChunk:
 class ScoredChunk:
     chunk: StoredChunk
     score: float
+    details: dict = field(default_factory=dict)  # why it was found (search mode, each side's score and rank)
 
 
 class StoreCorrupted(RuntimeError):
@@ -58,6 +68,7 @@ class FaissStore:
         # doc ids per source file, in insertion order: finding a file's chunks must not scan the
         # whole store, or re-ingesting thousands of files would take time quadratic in the store size.
         self._ids_by_source: dict[str, dict[str, None]] = {}
+        self.keywords = BM25Index()  # keyed by the same int ids as the FAISS index
         self._next_id = 0
         self.generation = 0
         self.dirty = False
@@ -81,6 +92,21 @@ class FaissStore:
                 hits.append(ScoredChunk(self.chunks[doc_id], score))
         return hits
 
+    def keyword_search(self, query_terms: list[str], top_k: int) -> list[tuple[StoredChunk, float]]:
+        """The chunks with the best BM25 score for the query terms, best first."""
+        hits: list[KeywordHit] = self.keywords.search(query_terms, top_k)
+        return [(self.chunks[self._doc_ids[hit.key]], hit.score) for hit in hits]
+
+    def keyword_scores(self, query_terms: list[str], doc_ids: list[str]) -> list[float]:
+        return self.keywords.scores(query_terms, [self._int_ids[d] for d in doc_ids])
+
+    def similarities(self, vector: np.ndarray, doc_ids: list[str]) -> np.ndarray:
+        """Cosine similarity of the query vector to each stored chunk (vectors are unit length)."""
+        if not doc_ids:
+            return np.zeros(0, dtype=np.float32)
+        int_ids = np.array([self._int_ids[d] for d in doc_ids], dtype=np.int64)
+        return self.index.reconstruct_batch(int_ids) @ np.asarray(vector, dtype=np.float32).reshape(-1)
+
     def get(self, doc_ids: list[str]) -> list[StoredChunk]:
         return [self.chunks[d] for d in doc_ids if d in self.chunks]
 
@@ -96,7 +122,10 @@ class FaissStore:
         return list(self._ids_by_source.get(source, ()))
 
     # ---- writing -----------------------------------------------------------------
-    def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
+    def add(
+        self, chunks: list[StoredChunk], vectors: np.ndarray, terms: list[list[str]] | None = None
+    ) -> list[str]:
+        """Add chunks with their vectors (and search terms, when the caller tokenized them already)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(chunks), self.dimension):
             raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dimension}), got {vectors.shape}")
@@ -108,8 +137,8 @@ class FaissStore:
         self._next_id += len(chunks)
         if len(chunks):
             self.index.add_with_ids(vectors, int_ids)
-        for chunk, int_id in zip(chunks, int_ids, strict=True):
-            self._remember(chunk, int(int_id))
+        for position, (chunk, int_id) in enumerate(zip(chunks, int_ids, strict=True)):
+            self._remember(chunk, int(int_id), terms[position] if terms is not None else None)
         self.dirty = True
         return [chunk.doc_id for chunk in chunks]
 
@@ -124,7 +153,8 @@ class FaissStore:
         self.dirty = True
         return len(present)
 
-    def _remember(self, chunk: StoredChunk, int_id: int) -> None:
+    def _remember(self, chunk: StoredChunk, int_id: int, terms: list[str] | dict[str, int] | None = None) -> None:
+        self.keywords.add(int_id, tokenize(chunk.page_content) if terms is None else terms)
         self.chunks[chunk.doc_id] = chunk
         self._int_ids[chunk.doc_id] = int_id
         self._doc_ids[int_id] = chunk.doc_id
@@ -133,6 +163,7 @@ class FaissStore:
     def _forget(self, doc_id: str, int_id: int) -> None:
         source = self.chunks.pop(doc_id).metadata.get("source")
         del self._doc_ids[int_id]
+        self.keywords.remove(int_id)
         same_source = self._ids_by_source[source]
         del same_source[doc_id]
         if not same_source:
@@ -160,6 +191,7 @@ class FaissStore:
         }
         _write_durably(folder / f"docs.{generation}.json", json.dumps(docs, ensure_ascii=False).encode("utf-8"))
         _write_durably(folder / f"index.{generation}.faiss", faiss.serialize_index(self.index).tobytes())
+        _write_durably(folder / f"keywords.{generation}.json", self._keywords_json())
         _write_durably(folder / CURRENT_FILE, str(generation).encode())
         self.generation = generation
         self.dirty = False
@@ -179,12 +211,33 @@ class FaissStore:
         store = cls(int(docs["dimension"]))
         store.index = index
         store._next_id = int(docs["next_id"])
+        saved_terms = _read_keywords(folder / f"keywords.{generation}.json")
         for item in docs["chunks"]:
-            store._remember(StoredChunk(item["id"], item["text"], item.get("metadata") or {}), int(item["int_id"]))
+            int_id = int(item["int_id"])
+            chunk = StoredChunk(item["id"], item["text"], item.get("metadata") or {})
+            store._remember(chunk, int_id, saved_terms.get(int_id))
         if index.ntotal != len(store.chunks):
             raise StoreCorrupted(f"vector store in {folder}: {index.ntotal} vectors but {len(store.chunks)} documents")
         store.generation = generation
         return store
+
+
+    def _keywords_json(self) -> bytes:
+        terms = {str(self._int_ids[d]): self.keywords.term_counts(self._int_ids[d]) for d in self.chunks}
+        return json.dumps({"tokenizer": TOKENIZER_VERSION, "terms": terms}, ensure_ascii=False).encode("utf-8")
+
+
+def _read_keywords(path: Path) -> dict[int, dict[str, int]]:
+    """Saved search terms by int id; empty when missing or from another tokenizer (they are rebuilt)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StoreCorrupted(f"keyword index {path} cannot be read: {exc}") from exc
+    if saved.get("tokenizer") != TOKENIZER_VERSION:
+        return {}
+    return {int(key): counts for key, counts in saved["terms"].items()}
 
 
 def read_generation(folder: Path) -> int:
@@ -213,7 +266,7 @@ def _remove_other_generations(folder: Path, keep: int) -> None:
     for path in folder.iterdir():
         parts = path.name.split(".")
         old_generation = (
-            len(parts) == 3 and parts[0] in ("docs", "index") and parts[1].isdigit() and int(parts[1]) != keep
+            len(parts) == 3 and parts[0] in ("docs", "index", "keywords") and parts[1].isdigit() and int(parts[1]) != keep
         )
         leftover_temporary = path.name.startswith(".") and path.name.endswith(".tmp")
         if old_generation or leftover_temporary:

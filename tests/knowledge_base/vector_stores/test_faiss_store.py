@@ -85,7 +85,7 @@ def test_no_pickle_files_are_written(tmp_path):
     make_store(3).save(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert not any(name.endswith(".pkl") for name in names)
-    assert names == ["CURRENT", "docs.1.json", "index.1.faiss"]
+    assert names == ["CURRENT", "docs.1.json", "index.1.faiss", "keywords.1.json"]
 
 
 def test_only_current_generation_is_kept(tmp_path):
@@ -94,7 +94,7 @@ def test_only_current_generation_is_kept(tmp_path):
     store.add([StoredChunk("", "x", {"source": "b"})], unit(7).reshape(1, -1))
     store.save(tmp_path)
     assert read_generation(tmp_path) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "docs.2.json", "index.2.faiss"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "docs.2.json", "index.2.faiss", "keywords.2.json"]
 
 
 def test_corrupted_files_raise_clear_error(tmp_path):

@@ -1,0 +1,144 @@
+"""A BM25 index that changes in place: documents are added and removed one by one.
+
+Libraries such as bm25s precompute a static score matrix and must re-index the whole corpus on
+every change; a knowledge base changes a file at a time (and a chunk at a time through
+update_docs_by_id), so this index keeps per-term postings instead and scores a query over the
+postings of its terms only, with numpy. Term arrays are cached per term and dropped when a
+document holding the term changes.
+
+Scoring is Okapi BM25 with Lucene's non-negative idf: log(1 + (N - df + 0.5) / (df + 0.5)).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+K1 = 1.2
+B = 0.75
+
+
+@dataclass(frozen=True)
+class KeywordHit:
+    key: int
+    score: float
+
+
+class BM25Index:
+    def __init__(self) -> None:
+        self._doc_terms: dict[int, dict[str, int]] = {}  # key -> term counts (for removal and saving)
+        self._doc_length: dict[int, int] = {}
+        self._postings: dict[str, dict[int, int]] = {}  # term -> key -> count
+        self._total_length = 0
+        self._term_arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # keys, counts, lengths
+
+    def __len__(self) -> int:
+        return len(self._doc_terms)
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._doc_terms
+
+    # ---- changes -----------------------------------------------------------------
+    def add(self, key: int, terms: list[str] | dict[str, int]) -> None:
+        if key in self._doc_terms:
+            self.remove(key)
+        counts = dict(terms) if isinstance(terms, dict) else dict(Counter(terms))
+        self._doc_terms[key] = counts
+        length = sum(counts.values())
+        self._doc_length[key] = length
+        self._total_length += length
+        for term, count in counts.items():
+            self._postings.setdefault(term, {})[key] = count
+            self._term_arrays.pop(term, None)
+
+    def remove(self, key: int) -> None:
+        counts = self._doc_terms.pop(key, None)
+        if counts is None:
+            return
+        self._total_length -= self._doc_length.pop(key)
+        for term in counts:
+            postings = self._postings[term]
+            del postings[key]
+            if not postings:
+                del self._postings[term]
+            self._term_arrays.pop(term, None)
+
+    def clear(self) -> None:
+        self.__init__()
+
+    # ---- scoring -----------------------------------------------------------------
+    def search(self, query_terms: list[str], top_k: int) -> list[KeywordHit]:
+        """The ``top_k`` best-scoring documents that share at least one term with the query."""
+        if not self._doc_terms or top_k <= 0:
+            return []
+        average_length = self._total_length / len(self._doc_terms) or 1.0
+        key_parts, score_parts = [], []
+        for term, query_count in Counter(query_terms).items():
+            arrays = self._arrays(term)
+            if arrays is None:
+                continue
+            keys, counts, lengths = arrays
+            weight = self._idf(len(keys)) * query_count
+            score_parts.append(weight * _saturation(counts, lengths, average_length))
+            key_parts.append(keys)
+        if not key_parts:
+            return []
+        unique_keys, positions = np.unique(np.concatenate(key_parts), return_inverse=True)
+        totals = np.bincount(positions, weights=np.concatenate(score_parts))
+        best = _top_indices(totals, top_k)
+        return [KeywordHit(int(unique_keys[i]), float(totals[i])) for i in best]
+
+    def scores(self, query_terms: list[str], keys: list[int]) -> list[float]:
+        """The BM25 score of each of ``keys`` for the query (0.0 for unknown keys)."""
+        if not self._doc_terms:
+            return [0.0] * len(keys)
+        average_length = self._total_length / len(self._doc_terms) or 1.0
+        weights = {term: self._idf(len(self._postings[term])) * n for term, n in Counter(query_terms).items() if term in self._postings}
+        result = []
+        for key in keys:
+            counts = self._doc_terms.get(key)
+            if not counts:
+                result.append(0.0)
+                continue
+            length = self._doc_length[key]
+            total = sum(
+                weight * float(_saturation(np.float64(counts[term]), np.float64(length), average_length))
+                for term, weight in weights.items()
+                if term in counts
+            )
+            result.append(total)
+        return result
+
+    def _idf(self, document_frequency: int) -> float:
+        total = len(self._doc_terms)
+        return float(np.log1p((total - document_frequency + 0.5) / (document_frequency + 0.5)))
+
+    def _arrays(self, term: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        cached = self._term_arrays.get(term)
+        if cached is None:
+            postings = self._postings.get(term)
+            if not postings:
+                return None
+            keys = np.fromiter(postings.keys(), dtype=np.int64, count=len(postings))
+            counts = np.fromiter(postings.values(), dtype=np.float64, count=len(postings))
+            lengths = np.fromiter((self._doc_length[k] for k in postings), dtype=np.float64, count=len(postings))
+            cached = self._term_arrays[term] = (keys, counts, lengths)
+        return cached
+
+    # ---- saving ------------------------------------------------------------------
+    def term_counts(self, key: int) -> dict[str, int] | None:
+        return self._doc_terms.get(key)
+
+
+def _saturation(counts, lengths, average_length: float):
+    return counts * (K1 + 1.0) / (counts + K1 * (1.0 - B + B * lengths / average_length))
+
+
+def _top_indices(values: np.ndarray, top_k: int) -> np.ndarray:
+    if len(values) > top_k:
+        part = np.argpartition(-values, top_k - 1)[:top_k]
+    else:
+        part = np.arange(len(values))
+    return part[np.argsort(-values[part], kind="stable")]
