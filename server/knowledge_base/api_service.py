@@ -28,6 +28,7 @@ from server.db.repositories import knowledge_file as file_repo
 from server.knowledge_base import paths, service
 from server.knowledge_base.embeddings import list_embedding_models
 from server.knowledge_base.ingest import ChunkingOptions
+from server.knowledge_base.search.evaluation import EVAL_MODES, Question, evaluate
 from server.knowledge_base.vector_stores import ScoredChunk, StoredChunk
 
 # Score given to chunks listed by file name or metadata (no query): 0.2.10's default.
@@ -234,6 +235,35 @@ def matching_file_names(kb_name: str, pattern: str) -> list[str]:
     glob = fnmatch.translate(pattern.replace("[", "[[]").replace("%", "*").replace("_", "?"))
     regex = re.compile(glob, re.IGNORECASE | re.DOTALL)
     return [name for name in names if regex.match(name)]
+
+
+# ---- retrieval evaluation ------------------------------------------------------------------------
+
+
+def default_eval_modes() -> list[str]:
+    modes = ["vector", "keyword", "hybrid"]
+    return [*modes, "hybrid+rerank"] if security.get_settings().USE_RERANKER else modes
+
+
+def parse_eval_modes(raw: str | list[str] | None) -> list[str]:
+    """Modes to evaluate, from a list or a comma-separated string; a 422 names an unknown one."""
+    names = raw.split(",") if isinstance(raw, str) else (raw or [])
+    modes = [name.strip() for name in names if name.strip()] or default_eval_modes()
+    unknown = [mode for mode in modes if mode not in EVAL_MODES]
+    if unknown:
+        raise field_error("modes", f"unknown mode {unknown[0]!r}: use {', '.join(EVAL_MODES)}")
+    return list(dict.fromkeys(modes))
+
+
+def evaluate_retrieval(kb_name: str, questions: list[Question], modes: list[str], top_k: int) -> list[dict]:
+    """Metrics per mode for a knowledge base; "hybrid+rerank" is hybrid with the reranker on, the
+    others without it, whatever USE_RERANKER says, so each row measures one thing."""
+
+    def search(question: str, mode: str, k: int) -> list[ScoredChunk]:
+        reranked = mode == "hybrid+rerank"
+        return service.search(kb_name, question, k, 1.0, "hybrid" if reranked else mode, rerank=reranked)
+
+    return evaluate(questions, modes, search, top_k)
 
 
 # ---- progress streams ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from server.knowledge_base.api_service import DocumentIn
 from server.knowledge_base.embeddings import get_embeddings
 from server.knowledge_base.paths import UnsafeName
 from server.knowledge_base.search import SearchMode, UnknownRerankerModel
+from server.knowledge_base.search.evaluation import QuestionsFileError, parse_questions
 from server.knowledge_base.temp_stores import get_temp_stores
 from server.knowledge_base.vector_stores import SUPPORTED_VS_TYPES
 from server.responses import BaseResponse, ListResponse
@@ -347,6 +348,37 @@ def recreate_vector_store(
         return {"code": 500, "msg": f"重建知识库‘{kb}’时出错：{exc}"}
 
     return event_stream(api_service.stream_from_thread(work, on_error))
+
+
+# ---- retrieval evaluation -------------------------------------------------------------------------
+
+
+@router.post("/evaluate_retrieval", response_model=BaseResponse, summary="检索评测：按问题文件计算命中率与 MRR")
+async def evaluate_retrieval(
+    knowledge_base_name: Annotated[str, Form(description="知识库名称")],
+    file: Annotated[UploadFile, File(description="问题文件：JSONL 或 CSV，字段 question、expected_file / expected_text")],
+    modes: Annotated[str, Form(description="逗号分隔：vector,keyword,hybrid,hybrid+rerank；空为默认")] = "",
+    top_k: Annotated[int, Form(ge=1, le=100, description="每个问题取回的片段数")] = 5,
+) -> BaseResponse | JSONResponse:
+    security.check_kb_name(knowledge_base_name)
+    mode_list = api_service.parse_eval_modes(modes)
+    limit = settings.MAX_EVAL_QUESTIONS_FILE_SIZE
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        return security.too_large_response(f"问题文件超过大小限制 ({limit} bytes, MAX_EVAL_QUESTIONS_FILE_SIZE)")
+    try:
+        questions = parse_questions(data, file.filename or "")
+    except QuestionsFileError as exc:
+        raise api_service.field_error("file", str(exc))
+    if not service.kb_exists(knowledge_base_name):
+        return not_found(knowledge_base_name)
+    try:
+        results = await run_in_threadpool(
+            api_service.evaluate_retrieval, knowledge_base_name, questions, mode_list, top_k
+        )
+    except UnknownRerankerModel as exc:
+        return envelope(500, str(exc))
+    return envelope(200, "success", {"top_k": top_k, "questions": len(questions), "results": results})
 
 
 # ---- file chat ------------------------------------------------------------------------------------
