@@ -40,6 +40,9 @@ class BM25Index:
     def __contains__(self, key: int) -> bool:
         return key in self._doc_terms
 
+    def keys(self) -> set[int]:
+        return set(self._doc_terms)
+
     # ---- changes -----------------------------------------------------------------
     def add(self, key: int, terms: list[str] | dict[str, int]) -> None:
         if key in self._doc_terms:

@@ -60,8 +60,19 @@ def _load_or_new(folder: Path, dimension: int, generation: int) -> FaissStore:
                 f"vector store in {folder} has dimension {store.dimension}, the embedding model gives {dimension}: "
                 "rebuild it with init_database.py --recreate-vs"
             )
+        if store.keywords_rebuilt:
+            _save_rebuilt_keywords(folder, store)
         return store
     return FaissStore.load(folder)
+
+
+def _save_rebuilt_keywords(folder: Path, store: FaissStore) -> None:
+    """A store saved before the keyword index existed got its terms on load; save them once, as a new
+    generation with the same chunks and vectors, so later loads need not tokenize everything again."""
+    with FileLock(str(folder / LOCK_FILE)):
+        if read_generation(folder) == store.generation:  # nobody saved a newer one meanwhile
+            store.save(folder)
+            store.keywords_rebuilt = False
 
 
 class VectorStoreCache:

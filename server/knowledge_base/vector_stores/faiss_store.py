@@ -72,6 +72,7 @@ class FaissStore:
         self._next_id = 0
         self.generation = 0
         self.dirty = False
+        self.keywords_rebuilt = False  # loaded without a saved keyword index: the terms were made on load
 
     # ---- reading -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -216,6 +217,7 @@ class FaissStore:
             int_id = int(item["int_id"])
             chunk = StoredChunk(item["id"], item["text"], item.get("metadata") or {})
             store._remember(chunk, int_id, saved_terms.get(int_id))
+        store.keywords_rebuilt = bool(docs["chunks"]) and not saved_terms
         if index.ntotal != len(store.chunks):
             raise StoreCorrupted(f"vector store in {folder}: {index.ntotal} vectors but {len(store.chunks)} documents")
         store.generation = generation

@@ -141,6 +141,9 @@ def test_kill_during_save_leaves_a_loadable_store(tmp_path, delay):
     assert loaded.index.ntotal == len(loaded)
     assert len(loaded) >= 3 and (len(loaded) - 3) % 2000 == 0
     assert {c.page_content for c in loaded.get(loaded.ids_for_source("seed"))} == {"seed 0", "seed 1", "seed 2"}
+    # The keyword index of the same generation came with it: the same chunks, nothing rebuilt.
+    assert not loaded.keywords_rebuilt and loaded.keywords.keys() == set(loaded._doc_ids)
+    assert len(loaded.keyword_search(["seed"], 10)) == 3
 
 
 def test_cache_evicts_least_recently_used_and_saves_unsaved_changes(tmp_path):

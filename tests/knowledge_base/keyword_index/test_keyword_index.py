@@ -1,0 +1,67 @@
+"""The tokenizer and the in-place BM25 index, on their own."""
+
+import math
+
+import pytest
+
+from server.knowledge_base.keyword_index import BM25Index, tokenize
+
+
+def test_traditional_and_simplified_chinese_give_the_same_terms():
+    assert tokenize("資料庫的檢索系統") == tokenize("资料库的检索系统")
+    assert "检索" in tokenize("資料庫的檢索系統")
+
+
+def test_chinese_search_mode_also_emits_the_words_inside_long_words():
+    terms = tokenize("中华人民共和国")
+    assert {"中华", "人民", "共和国", "中华人民共和国"} <= set(terms)
+
+
+def test_han_runs_and_digits_split_apart_and_full_width_folds():
+    assert tokenize("成立於1949年") == ["成立", "于", "1949", "年"]
+    assert tokenize("ＧＰＴ４ Ｈｅｌｌｏ") == ["gpt4", "hello"]
+
+
+def test_english_words_are_stemmed_and_stop_words_dropped():
+    assert tokenize("The founders founded the University's library") == ["founder", "found", "universiti", "librari"]
+    assert tokenize("It is in the box") == ["box"]
+
+
+def test_other_scripts_split_on_unicode_word_boundaries():
+    assert tokenize("Café naïve — Москва, 서울 특별시!") == ["café", "naïve", "москва", "서울", "특별시"]
+
+
+def build(docs: dict[int, str]) -> BM25Index:
+    index = BM25Index()
+    for key, text in docs.items():
+        index.add(key, tokenize(text))
+    return index
+
+
+def test_rare_terms_weigh_more_and_only_matching_documents_come_back():
+    index = build({1: "apple banana", 2: "banana cherry", 3: "banana banana grape", 4: "kiwi"})
+    hits = index.search(tokenize("apple banana"), 10)
+    assert [hit.key for hit in hits][0] == 1
+    assert 4 not in [hit.key for hit in hits]
+    assert index.search(tokenize("durian"), 10) == []
+
+
+def test_scores_match_the_bm25_formula_and_search():
+    index = build({1: "apple banana", 2: "banana cherry", 3: "kiwi kiwi"})
+    (hit,) = index.search(["appl"], 5)
+    idf = math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))
+    average = (2 + 2 + 2) / 3
+    expected = idf * (1 * 2.2) / (1 + 1.2 * (1 - 0.75 + 0.75 * 2 / average))
+    assert hit.key == 1 and hit.score == pytest.approx(expected)
+    assert index.scores(["appl"], [1, 2, 99]) == [pytest.approx(expected), 0.0, 0.0]
+
+
+def test_removing_and_replacing_documents_keeps_postings_exact():
+    index = build({1: "apple", 2: "apple pie"})
+    index.remove(1)
+    assert [hit.key for hit in index.search(["appl"], 5)] == [2]
+    index.add(2, tokenize("cherry"))  # same key again: replaces
+    assert index.search(["appl"], 5) == [] and [h.key for h in index.search(["cherri"], 5)] == [2]
+    assert index.keys() == {2} and len(index) == 1
+    index.remove(2)
+    assert index.search(["cherri"], 5) == [] and len(index) == 0
