@@ -277,7 +277,10 @@ class _Endpoints:
         score_threshold: float | None = None,
         file_name: str = "",
         metadata: dict | None = None,
+        search_mode: str | None = None,
     ):
+        """``search_mode`` ("hybrid", "vector", "keyword") is sent only when given: without it the request is the
+        0.2.x one, and the server's SEARCH_MODE applies."""
         body = {
             "knowledge_base_name": knowledge_base_name,
             "query": query,
@@ -285,6 +288,7 @@ class _Endpoints:
             "score_threshold": score_threshold,
             "file_name": file_name,
             "metadata": metadata or {},
+            "search_mode": search_mode,
         }
         body = {k: v for k, v in body.items() if v is not None}
         return self._call(_Request("POST", "/knowledge_base/search_docs", json=body))
@@ -406,6 +410,17 @@ class _Endpoints:
         )
         parts = [_file_part(f) for f in files]
         return self._call(_Request("POST", "/knowledge_base/upload_temp_docs", data=fields, files=parts))
+
+    def evaluate_retrieval(
+        self, knowledge_base_name: str, file: Upload, modes: list[str] | str | None = None, top_k: int = 5
+    ):
+        """hit@1/3/5, MRR and recall@k per search mode for a questions file (JSONL or CSV); ``data`` holds
+        ``{"top_k", "questions", "results": [{"mode", "hit@1", ..., "misses"}]}``. No modes: the server's."""
+        if isinstance(modes, (list, tuple)):
+            modes = ",".join(modes)
+        fields = _form({"knowledge_base_name": knowledge_base_name, "modes": modes or None, "top_k": top_k})
+        _, part = _file_part(file)  # the endpoint's field is "file", not upload_docs' "files"
+        return self._call(_Request("POST", "/knowledge_base/evaluate_retrieval", data=fields, files=[("file", part)]))
 
     # ---- chat -------------------------------------------------------------------------
     # Each mode keeps its own explicit signature (what scripts call); the fields every

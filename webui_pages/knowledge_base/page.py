@@ -9,6 +9,7 @@ import streamlit as st
 from webui_pages.api_client import ApiClient, is_error_event
 from webui_pages.common import ServiceStatus, flash, report, server_configs, show_flashes
 from webui_pages.i18n import t
+from webui_pages.knowledge_base.retrieval_test import retrieval_test_tab
 
 NEW_KB = "__new_kb__"
 MAX_CHUNKS_SHOWN = 200  # editing more than this in one page is not useful and slows the browser
@@ -37,12 +38,16 @@ def knowledge_base_page(api: ApiClient, status: ServiceStatus) -> None:
         create_form(api, settings)
         return
     kb = kbs[picked]
-    kb_header(api, kb)
-    chunking = chunking_settings(settings)
-    upload_section(api, picked, chunking)
-    rebuild_section(api, picked, chunking)
-    files = files_section(api, picked, chunking)
-    chunks_section(api, picked, files)
+    kb_header(api, kb)  # above the tabs: description and deletion concern the whole KB
+    manage_tab, retrieval_tab = st.tabs([t("tab_manage"), t("tab_retrieval_test")])
+    with manage_tab:
+        chunking = chunking_settings(settings)
+        upload_section(api, picked, chunking)
+        rebuild_section(api, picked, chunking)
+        files = files_section(api, picked, chunking)
+        chunks_section(api, picked, files)
+    with retrieval_tab:
+        retrieval_test_tab(api, picked)
 
 
 def _kb_label(kb: dict) -> str:
