@@ -16,6 +16,10 @@ Wraps ``fastchat.serve.openai_api_server`` (``/v1/models``, ``/v1/chat/completio
   ``Authorization: Bearer <key>``. ``GET /health`` needs no key.
 - Worker calls wait up to HTTPX_DEFAULT_TIMEOUT; embeddings go to workers in batches of 64
   (FastChat's default of 4 made one request per 4 texts).
+- ``input`` (embeddings) and ``prompt`` (completions) must be a string or a list of strings:
+  token-id arrays, empty lists and other values get a 400 saying so. FastChat decoded token ids
+  with tiktoken, which downloads its vocabulary (a bare 500 offline), and the ids are OpenAI's
+  tokens, meaningless to local models.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import fastchat.serve.openai_api_server as fastchat_gateway  # noqa: E402
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from fastchat.constants import ErrorCode  # noqa: E402
 
 from server.model_workers.base import CHAT_TEMPLATE_MARKER, normalize_messages  # noqa: E402
 
@@ -77,6 +83,55 @@ async def get_gen_params(model_name: str, worker_addr: str, messages, **kwargs) 
 
 
 fastchat_gateway.get_gen_params = get_gen_params
+
+
+class InvalidInput(ValueError):
+    """An embeddings input or completions prompt that is not text; answered with 400."""
+
+
+TOKEN_IDS = (
+    "token-id arrays are not accepted: their ids come from OpenAI's tokenizer and mean nothing to the "
+    "local models here. Send strings"
+)
+LANGCHAIN_HINT = "; with LangChain use OpenAIEmbeddings(..., check_embedding_ctx_length=False)"
+
+
+def process_input(model_name: str, inp: Any) -> list[str]:
+    """FastChat's process_input, which turns ``input``/``prompt`` into a list of texts, minus token ids."""
+    if isinstance(inp, str):
+        return [inp]
+    if isinstance(inp, list) and inp and all(isinstance(item, str) for item in inp):
+        return inp
+    if _is_token_ids(inp):
+        raise InvalidInput(TOKEN_IDS)
+    raise InvalidInput("expected a string or a non-empty list of strings")
+
+
+def _is_token_ids(inp: Any) -> bool:
+    """A list of ints, or a list of lists of ints: what tiktoken-based clients send."""
+    if not isinstance(inp, list) or not inp:
+        return False
+    rows = inp if all(isinstance(item, list) for item in inp) else [inp]
+    return all(row and all(isinstance(t, int) for t in row) for row in rows)
+
+
+fastchat_gateway.process_input = process_input
+
+
+@app.exception_handler(InvalidInput)
+async def invalid_input(request, exc: InvalidInput) -> JSONResponse:
+    # FastChat's error body (object/message/code, as for its other 400s) plus OpenAI's type and param.
+    embeddings = request.url.path.endswith("/embeddings")
+    field = "input" if embeddings else "prompt"
+    hint = LANGCHAIN_HINT if embeddings and str(exc) == TOKEN_IDS else ""
+    body = {
+        "object": "error",
+        "message": f"invalid '{field}': {exc}{hint}.",
+        "code": ErrorCode.VALIDATION_TYPE_ERROR,
+        "type": "invalid_request_error",
+        "param": field,
+    }
+    return JSONResponse(body, status_code=400)
 
 
 def _stream_json(self, *, exclude_unset: bool = False, exclude_none: bool = False, ensure_ascii: bool = False) -> str:
