@@ -87,15 +87,22 @@ def parse_file(task: ParseTask) -> ParsedFile:
         )
         result.split_seconds = time.perf_counter() - started
     except LoaderError as exc:
-        result.error = str(exc)
+        result.error = _client_message(str(exc), task)
         return result
     except Exception as exc:  # a broken file must fail alone, whatever the library raised
-        result.error = f"{type(exc).__name__}: {exc}"
+        result.error = _client_message(f"{type(exc).__name__}: {exc}", task)
         return result
     if not chunks:
         result.error = "no text could be extracted from this file"
     result.chunks = [(chunk.page_content, _with_source(chunk, task.file_name)) for chunk in chunks]
     return result
+
+
+def _client_message(text: str, task: ParseTask) -> str:
+    # Exceptions quote the path they were given; clients see this text, so it names the file relatively.
+    from server.knowledge_base.error_paths import relative_paths
+
+    return relative_paths(text, task.path, task.file_name)
 
 
 def _with_source(chunk: Document, file_name: str) -> dict:
