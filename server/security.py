@@ -8,7 +8,10 @@
 * Request bodies are capped by ``MAX_UPLOAD_REQUEST_SIZE``: a too-large ``Content-Length`` is
   refused before reading, and a body without one is counted while it streams, so an upload
   can never fill the disk. Per-file caps are checked by the routes (``check_upload_size``).
-* Unexpected errors answer a short JSON envelope, never a traceback.
+* Unexpected errors answer a short JSON envelope, never a traceback; a 422 echoing NaN or
+  Infinity writes it as a string (JSON cannot carry it).
+* JSON bodies are normalised before validation (json_body.py): null means the default, NaN and
+  Infinity are refused with 422.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import logging
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from configs import get_settings
+from server.json_body import JsonBodyMiddleware, json_safe
 from server.knowledge_base import paths
 from server.knowledge_base.paths import UnsafeName
 from server.signed_links import DOWNLOAD_PATH, is_signed_download
@@ -240,12 +246,19 @@ def install(app: FastAPI) -> None:
             return JSONResponse({"detail": detail}, status_code=422)
         return await http_exception_handler(request, exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler fails (500) when the echoed input holds NaN or Infinity.
+        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"code": 500, "msg": f"服务器内部错误：{type(exc).__name__}", "data": None}, 500)
 
-    # Middlewares run outside-in in reverse order of adding: keys first, then the size cap.
+    # Middlewares run outside-in in reverse order of adding: keys first, then the size cap, then
+    # the JSON normalising, which reads only what the cap let through.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.MAX_UPLOAD_REQUEST_SIZE)
     if settings.API_KEYS:
         app.add_middleware(ApiKeyMiddleware, keys=settings.API_KEYS)
