@@ -27,6 +27,7 @@ from server import security
 from server.db.repositories import knowledge_file as file_repo
 from server.knowledge_base import paths, service
 from server.knowledge_base.embeddings import list_embedding_models
+from server.knowledge_base.error_paths import relative_paths
 from server.knowledge_base.ingest import ChunkingOptions
 from server.knowledge_base.search.evaluation import EVAL_MODES, Question, evaluate
 from server.knowledge_base.vector_stores import ScoredChunk, StoredChunk
@@ -116,7 +117,7 @@ def save_uploads(kb_name: str, uploads: list[UploadFile], override: bool) -> tup
         except security.UploadTooLarge:
             raise
         except OSError as exc:
-            failed[name] = f"{name} 文件上传失败，报错信息为: {exc}"
+            failed[name] = f"{name} 文件上传失败，报错信息为: {relative_paths(str(exc), target, name)}"
             continue
         to_ingest.append(name)
     return to_ingest, failed

@@ -60,3 +60,11 @@ def test_file_chat_upload_hides_the_temp_folder(client, api_server):
     answer = client.post("/knowledge_base/upload_temp_docs", files=[("files", ("memo.docx", NOT_A_DOCX))]).json()
     [failure] = answer["data"]["failed_files"]
     assert_names_file_without_server_path(failure["memo.docx"], api_server, "memo.docx")
+
+
+def test_a_failed_upload_write_hides_the_content_folder(broken_kb, client, api_server):
+    upload(client, KB, {"folder/inner.txt": b"A file inside a folder."})
+    answer = upload(client, KB, {"folder": b"a file named like an existing folder"}, override="true")
+    message = answer["data"]["failed_files"]["folder"]
+    assert "Errno" in message  # replacing a folder by a file fails in the OS
+    assert_names_file_without_server_path(message, api_server, "folder")

@@ -18,10 +18,24 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now (the OS picks it).
+
+    Under pytest-xdist each worker only takes ports whose remainder by the worker count is its own
+    number, so two workers never start servers on the same port (a port is only taken once the
+    server binds it, well after this returns)."""
+    worker, workers = _xdist_worker()
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port % workers == worker:
+            return port
+
+
+def _xdist_worker() -> tuple[int, int]:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... when run by pytest-xdist
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return (int(name[2:]), count) if name.startswith("gw") and name[2:].isdigit() else (0, 1)
 
 
 def child_env(data_root: Path, **overrides: str) -> dict[str, str]:

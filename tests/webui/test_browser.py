@@ -187,7 +187,7 @@ def test_upload_a_file_and_see_it_in_the_table(stack, page):
     # The page is drawn in more than one Streamlit run; wait until its file table is there, so the
     # uploader we fill is the final one and not one a rerun is about to replace.
     page.get_by_test_id("stDataFrame").get_by_text("zephyr_notes.txt").wait_for(state="attached")
-    uploader = page.get_by_test_id("stFileUploader")
+    uploader = page.get_by_test_id("stFileUploader").first  # the files tab's; the retrieval-test tab has another
     file = {"name": "dock_hours.txt", "mimeType": "text/plain", "buffer": b"The loading dock closes at six."}
     for attempt in range(3):
         uploader.locator("input[type=file]").set_input_files(files=[file])

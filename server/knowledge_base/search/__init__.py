@@ -100,6 +100,8 @@ def rank_candidates(
     vector_rank = {hit.chunk.doc_id: rank for rank, hit in enumerate(vector_hits, start=1)}
     keyword_rank = {chunk.doc_id: rank for rank, (chunk, _) in enumerate(keyword_hits, start=1)}
     doc_ids = list(dict.fromkeys([*vector_rank, *keyword_rank]))
+    if not doc_ids:
+        return []
     similarities = store.similarities(query.vector, doc_ids)
     keyword_scores = np.asarray(store.keyword_scores(query.terms, doc_ids), dtype=np.float64)
     if options.mode == "keyword":
