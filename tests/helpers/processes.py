@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,18 +19,33 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it).
+    """A TCP port nobody listens on right now.
 
-    Under pytest-xdist each worker only takes ports whose remainder by the worker count is its own
-    number, so two workers never start servers on the same port (a port is only taken once the
-    server binds it, well after this returns)."""
+    Alone, the OS picks it. Under pytest-xdist each worker picks from its own slice of 40000-59999
+    instead, so two workers never hand out the same port (it is only taken once the server binds it,
+    well after this returns). Filtering the OS's picks by worker would not do: Linux gives bind()
+    ports of one parity only."""
     worker, workers = _xdist_worker()
-    while True:
+    if workers == 1:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port % workers == worker:
+            return sock.getsockname()[1]
+    span = 20000 // workers
+    low = 40000 + worker * span
+    for _ in range(1000):
+        port = random.randrange(low, low + span)
+        if is_free(port):
             return port
+    raise RuntimeError(f"no free port in {low}-{low + span - 1}")
+
+
+def is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _xdist_worker() -> tuple[int, int]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import child_env, free_port, running_process, wait_for_http
+from tests.helpers.processes import child_env, free_port, is_free, running_process, wait_for_http
 from tests.webui.support import ALPHA_TEXT, REPO_ROOT
 from webui_pages.api_client import ApiClient
 
@@ -36,19 +35,10 @@ def free_port_run(count: int) -> int:
     for _ in range(200):
         base = free_port()
         candidates = [p for p in range(base, base + count) if p <= 65535 and p not in taken]
-        if len(candidates) == count and all(_is_free(p) for p in candidates):
+        if len(candidates) == count and all(is_free(p) for p in candidates):
             return base
         taken.add(base)
     raise RuntimeError(f"no run of {count} free ports found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture(scope="module")
