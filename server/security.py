@@ -8,6 +8,8 @@
 * Request bodies are capped by ``MAX_UPLOAD_REQUEST_SIZE``: a too-large ``Content-Length`` is
   refused before reading, and a body without one is counted while it streams, so an upload
   can never fill the disk. Per-file caps are checked by the routes (``check_upload_size``).
+* A vector store that cannot be saved (disk full) answers 507 with a message saying so; the
+  store keeps its last saved state.
 * Unexpected errors answer a short JSON envelope, never a traceback; a 422 echoing NaN or
   Infinity writes it as a string (JSON cannot carry it).
 * JSON bodies are normalised before validation (json_body.py): null means the default, NaN and
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import logging
@@ -33,6 +36,7 @@ from configs import get_settings
 from server.json_body import JsonBodyMiddleware, json_safe
 from server.knowledge_base import paths
 from server.knowledge_base.paths import UnsafeName
+from server.knowledge_base.vector_stores.faiss_store import StoreSaveFailed
 from server.signed_links import DOWNLOAD_PATH, is_signed_download
 
 logger = logging.getLogger(__name__)
@@ -237,6 +241,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UploadTooLarge)
     async def _too_large(_request: Request, exc: UploadTooLarge) -> JSONResponse:
         return too_large_response(exc.message)
+
+    @app.exception_handler(StoreSaveFailed)
+    async def _save_failed(request: Request, exc: StoreSaveFailed) -> JSONResponse:
+        # The store kept its last saved state; say why (disk full) instead of a bare 500 OSError.
+        logger.error("vector store save failed on %s: %s", request.url.path, exc)
+        status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+        return JSONResponse({"code": status, "msg": f"保存向量库失败：{exc}", "data": None}, status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

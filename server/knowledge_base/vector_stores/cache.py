@@ -6,10 +6,14 @@
   generation on disk: a store saved by another process (init_database.py while the API
   server runs) is reloaded before it is used, so neither process loses the other's work.
 * A failed load leaves no half-made entry behind: the next caller simply tries again.
+* A failed save (disk full) leaves in memory what is on disk: a writer's changes are dropped
+  with the store, which the next use reloads, so chunks the database never recorded are neither
+  searchable nor saved later. A store evicted with unsaved changes stays cached until it saves.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -19,9 +23,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from server.knowledge_base.vector_stores.faiss_store import FaissStore, read_generation
+from server.knowledge_base.vector_stores.faiss_store import FaissStore, StoreSaveFailed, read_generation
 
 LOCK_FILE = ".lock"
+logger = logging.getLogger(__name__)
 
 
 class StoreHandle:
@@ -71,7 +76,11 @@ def _save_rebuilt_keywords(folder: Path, store: FaissStore) -> None:
     generation with the same chunks and vectors, so later loads need not tokenize everything again."""
     with FileLock(str(folder / LOCK_FILE)):
         if read_generation(folder) == store.generation:  # nobody saved a newer one meanwhile
-            store.save(folder)
+            try:
+                store.save(folder)
+            except StoreSaveFailed as exc:  # only a shortcut for later loads: reading goes on
+                logger.warning("could not save the rebuilt keyword index in %s: %s", folder, exc)
+                return
             store.keywords_rebuilt = False
 
 
@@ -82,7 +91,7 @@ class VectorStoreCache:
         self._lock = threading.Lock()
 
     def _handle(self, key: tuple[str, str], folder: Path, dimension: int) -> StoreHandle:
-        evicted: list[StoreHandle] = []
+        evicted: list[tuple[tuple[str, str], StoreHandle]] = []
         with self._lock:
             handle = self._handles.get(key)
             if handle is None or handle.folder != folder:
@@ -90,11 +99,22 @@ class VectorStoreCache:
                 self._handles[key] = handle
             self._handles.move_to_end(key)
             while len(self._handles) > self.capacity:
-                _, old = self._handles.popitem(last=False)
-                evicted.append(old)
-        for old in evicted:
-            old.save()  # keep changes made with not_refresh_vs_cache
+                evicted.append(self._handles.popitem(last=False))
+        for old_key, old in evicted:
+            self._save_evicted(old_key, old)
         return handle
+
+    def _save_evicted(self, key: tuple[str, str], old: StoreHandle) -> None:
+        """Save changes made with not_refresh_vs_cache (the database knows them). If that fails (disk
+        full), keep the store cached rather than lose them, and let this unrelated request go on."""
+        try:
+            old.save()
+        except StoreSaveFailed as exc:
+            logger.warning("could not save evicted vector store %s: %s", old.folder, exc)
+            with self._lock:
+                if key not in self._handles:  # the next eviction tries again
+                    self._handles[key] = old
+                    self._handles.move_to_end(key, last=False)
 
     @contextmanager
     def read(self, key: tuple[str, str], folder: Path, dimension: int) -> Iterator[FaissStore]:
@@ -115,7 +135,11 @@ class VectorStoreCache:
                 handle.store = None  # drop half-applied changes; the next use reloads the saved state
                 raise
             if save and store.dirty:
-                store.save(folder)
+                try:
+                    store.save(folder)
+                except BaseException:
+                    handle.store = None  # what could not be saved must not stay searchable (or be saved later)
+                    raise
 
     def forget(self, key: tuple[str, str]) -> None:
         with self._lock:

@@ -19,7 +19,9 @@ when score <= score_threshold (the default threshold 1.0 keeps everything).
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ CURRENT_FILE = "CURRENT"
 FORMAT_VERSION = 1
 # Bump when tokenize() changes, so stores saved with the old terms rebuild them on load.
 TOKENIZER_VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +56,23 @@ class ScoredChunk:
 
 class StoreCorrupted(RuntimeError):
     pass
+
+
+class StoreSaveFailed(OSError):
+    """A save could not be written (disk full, no permission): the previous generation stays current.
+
+    Its text names the cause without server paths, so it can be shown to a client as it is."""
+
+    def __init__(self, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        reason = cause.strerror or type(cause).__name__
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            self.message = f"disk full while saving the vector store ({reason})"
+        else:
+            self.message = f"could not save the vector store ({reason})"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def similarity_to_score(similarity: float) -> float:
@@ -123,9 +144,7 @@ class FaissStore:
         return list(self._ids_by_source.get(source, ()))
 
     # ---- writing -----------------------------------------------------------------
-    def add(
-        self, chunks: list[StoredChunk], vectors: np.ndarray, terms: list[list[str]] | None = None
-    ) -> list[str]:
+    def add(self, chunks: list[StoredChunk], vectors: np.ndarray, terms: list[list[str]] | None = None) -> list[str]:
         """Add chunks with their vectors (and search terms, when the caller tokenized them already)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(chunks), self.dimension):
@@ -179,8 +198,24 @@ class FaissStore:
 
     # ---- disk --------------------------------------------------------------------
     def save(self, folder: Path) -> None:
+        """Write a new generation and make it current; on failure nothing of it stays on disk and
+        StoreSaveFailed is raised (the store in memory is unchanged and still dirty)."""
         folder.mkdir(parents=True, exist_ok=True)
         generation = max(self.generation, read_generation(folder)) + 1
+        try:
+            self._write_generation(folder, generation)
+        except OSError as exc:
+            if read_generation(folder) != generation:
+                _remove_generation(folder, generation)
+                raise StoreSaveFailed(exc) from exc
+            # CURRENT was replaced and only the folder's fsync failed: the new generation is what
+            # any reader loads now, so memory must say so too.
+            logger.warning("vector store in %s saved, but syncing its folder failed: %s", folder, exc)
+        self.generation = generation
+        self.dirty = False
+        _remove_other_generations(folder, generation)
+
+    def _write_generation(self, folder: Path, generation: int) -> None:
         docs = {
             "format": FORMAT_VERSION,
             "dimension": self.dimension,
@@ -194,9 +229,6 @@ class FaissStore:
         _write_durably(folder / f"index.{generation}.faiss", faiss.serialize_index(self.index).tobytes())
         _write_durably(folder / f"keywords.{generation}.json", self._keywords_json())
         _write_durably(folder / CURRENT_FILE, str(generation).encode())
-        self.generation = generation
-        self.dirty = False
-        _remove_other_generations(folder, generation)
 
     @classmethod
     def load(cls, folder: Path) -> FaissStore:
@@ -222,7 +254,6 @@ class FaissStore:
             raise StoreCorrupted(f"vector store in {folder}: {index.ntotal} vectors but {len(store.chunks)} documents")
         store.generation = generation
         return store
-
 
     def _keywords_json(self) -> bytes:
         terms = {str(self._int_ids[d]): self.keywords.term_counts(self._int_ids[d]) for d in self.chunks}
@@ -252,11 +283,15 @@ def read_generation(folder: Path) -> int:
 
 def _write_durably(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a failed write (disk full) must not leave its partial copy
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -264,11 +299,24 @@ def _write_durably(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
+def _remove_generation(folder: Path, generation: int) -> None:
+    """Remove what a failed save wrote of a generation that never became current."""
+    for kind in ("docs", "index", "keywords"):
+        suffix = "faiss" if kind == "index" else "json"
+        try:
+            (folder / f"{kind}.{generation}.{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("could not remove a failed save's file in %s: %s", folder, exc)
+
+
 def _remove_other_generations(folder: Path, keep: int) -> None:
     for path in folder.iterdir():
         parts = path.name.split(".")
         old_generation = (
-            len(parts) == 3 and parts[0] in ("docs", "index", "keywords") and parts[1].isdigit() and int(parts[1]) != keep
+            len(parts) == 3
+            and parts[0] in ("docs", "index", "keywords")
+            and parts[1].isdigit()
+            and int(parts[1]) != keep
         )
         leftover_temporary = path.name.startswith(".") and path.name.endswith(".tmp")
         if old_generation or leftover_temporary:
