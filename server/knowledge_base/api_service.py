@@ -175,14 +175,16 @@ def vectorize(
         record = file_repo.get_file(kb_name, name)
         if record and record.custom_docs and not override_custom_docs and name not in custom_docs:
             continue  # chunks a user wrote by hand are kept unless asked otherwise
-        if not paths.file_path(kb_name, name).is_file():
-            failed[name] = f"未找到文件 {name}"
-            continue
         if name in custom_docs:
+            # Custom docs need no file in content/: Chatchat's clients send e.g. {"FAQ.MD": [...]} on their own,
+            # and they become a file entry of their own (custom_docs true), listed, searched and deleted as one.
             try:
                 service.add_custom_docs(kb_name, name, custom_docs[name], not_refresh_vs_cache=not_refresh_vs_cache)
             except Exception as exc:  # one file's failure must not stop the others
                 failed[name] = f"为 {name} 添加自定义docs时出错：{exc}"
+            continue
+        if not paths.file_path(kb_name, name).is_file():
+            failed[name] = f"未找到文件 {name}"
             continue
         to_parse.append(name)
     if to_parse:

@@ -49,7 +49,9 @@ def not_found(kb_name: str, data: Any = None) -> BaseResponse:
 
 
 def event_stream(events) -> EventSourceResponse:
-    return EventSourceResponse(events, ping=15, headers=SSE_HEADERS)
+    # No keep-alive pings (ping=0 turns them off in sse-starlette 3.x): Chatchat's scripts json.loads every
+    # chunk they read, and a `: ping` comment in a long rebuild or summary would break them.
+    return EventSourceResponse(events, ping=0, headers=SSE_HEADERS)
 
 
 # ---- knowledge bases ----------------------------------------------------------------------------
@@ -330,13 +332,14 @@ def recreate_vector_store(
         finished = 0
 
         def progress(kind: str, item) -> None:
+            # A file's event comes once its work is done: a failure when parsing fails, success once its
+            # chunks are embedded and stored, so events follow the work instead of all coming at the start.
             nonlocal finished
-            if kind != "parsed":
-                return
-            finished += 1
-            if item.error:
+            if kind == "parsed" and item.error:
+                finished += 1
                 emit({"code": 500, "msg": f"添加文件‘{item.file_name}’到知识库‘{kb}’时出错：{item.error}。已跳过。"})
-            else:
+            elif kind == "stored":
+                finished += 1
                 emit({"code": 200, "msg": f"({finished} / {total}): {item.file_name}", "total": total,
                       "finished": finished, "doc": item.file_name})  # fmt: skip
 
@@ -356,7 +359,9 @@ def recreate_vector_store(
 @router.post("/evaluate_retrieval", response_model=BaseResponse, summary="检索评测：按问题文件计算命中率与 MRR")
 async def evaluate_retrieval(
     knowledge_base_name: Annotated[str, Form(description="知识库名称")],
-    file: Annotated[UploadFile, File(description="问题文件：JSONL 或 CSV，字段 question、expected_file / expected_text")],
+    file: Annotated[
+        UploadFile, File(description="问题文件：JSONL 或 CSV，字段 question、expected_file / expected_text")
+    ],
     modes: Annotated[str, Form(description="逗号分隔：vector,keyword,hybrid,hybrid+rerank；空为默认")] = "",
     top_k: Annotated[int, Form(ge=1, le=100, description="每个问题取回的片段数")] = 5,
 ) -> BaseResponse | JSONResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -80,8 +81,8 @@ class IngestReport:
         return sum(1 for f in self.files if not f.error)
 
 
-# Progress events: ("parsed", ParsedFile) when a file is parsed, ("embedded", n_chunks) per batch;
-# "embedded" comes from the embedding thread.
+# Progress events: ("parsed", ParsedFile) when a file is parsed, ("embedded", n_chunks) per batch,
+# ("stored", ParsedFile) when a file's chunks are in the store; "embedded" comes from the embedding thread.
 ProgressCallback = Callable[[str, object], None]
 
 
@@ -221,8 +222,9 @@ def ingest_files(
 ) -> IngestReport:
     """Parse, embed and store files that are already in content/; a broken file fails alone.
 
-    Files are embedded in a background thread while the next ones are parsed; the vectors and rows
-    are written every INGEST_CHECKPOINT_CHUNKS chunks, so a crash loses at most one checkpoint.
+    Files are embedded in a background thread while the next ones are parsed, and each goes into the
+    (cached) store as soon as its vectors are ready; the store is saved and the rows written every
+    INGEST_CHECKPOINT_CHUNKS chunks, so a crash loses at most one checkpoint.
     """
     kb = get_kb(kb_name)
     options = options or default_chunking()
@@ -235,13 +237,11 @@ def ingest_files(
             tasks.append(ParseTask(name, str(paths.file_path(kb_name, name)), options))
         except paths.UnsafeName as exc:
             report.files.append(FileOutcome(name, error=str(exc)))
-    settings = get_settings()
-    workers = settings.INGEST_WORKERS if workers is None else workers
+    workers = get_settings().INGEST_WORKERS if workers is None else workers
     on_embedded = (lambda count: progress("embedded", count)) if progress else None
-    pending: list[tuple[ParsedFile, Future]] = []
-    pending_chunks = store_size = 0
     previous = _previous_vectors(kb_name, kb.embed_model, [task.file_name for task in tasks])
     with BackgroundEmbedder(partial(get_embeddings, kb.embed_model), on_embedded, previous) as embedder:
+        writer = _FileWriter(kb_name, kb.embed_model, embedder, report, progress, not_refresh_vs_cache)
         for parsed in parse_files(tasks, workers):
             report.load_seconds += parsed.load_seconds
             report.split_seconds += parsed.split_seconds
@@ -251,18 +251,80 @@ def ingest_files(
                 report.files.append(FileOutcome(parsed.file_name, error=parsed.error))
                 file_repo.record_error(kb_name, parsed.file_name, parsed.error)
                 continue
-            pending.append((parsed, embedder.submit([text for text, _ in parsed.chunks])))
-            pending_chunks += len(parsed.chunks)
-            # Each checkpoint rewrites the whole store, so the interval grows with it: the writes
-            # stay linear in its size, and a crash still loses at most a fifth of the work.
-            if pending_chunks >= max(settings.INGEST_CHECKPOINT_CHUNKS, store_size // 4):
-                store_size = _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
-                pending, pending_chunks = [], 0
-        if pending:
-            _store_parsed(kb_name, kb.embed_model, embedder.backend, pending, report, not_refresh_vs_cache)
+            writer.submit(parsed)
+            writer.store_ready()
+        writer.store_ready(wait=True)
+        writer.checkpoint()
         report.embed_seconds, report.reused_chunks = embedder.seconds, embedder.reused
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _FileWriter:
+    """Puts parsed files into the store one at a time, in order, as their vectors arrive.
+
+    A file counts as stored (the "stored" progress event) once it is in the cached store, where searches
+    see it, as Chatchat's add_doc with not_refresh_vs_cache did. Saving rewrites the whole store, so the
+    save and then the files' DB rows (vectors first, rows after) wait for a checkpoint.
+    """
+
+    def __init__(self, kb_name, embed_model, embedder: BackgroundEmbedder, report, progress, not_refresh: bool):
+        self.kb_name, self.embed_model, self.embedder = kb_name, embed_model, embedder
+        self.report: IngestReport = report
+        self.progress: ProgressCallback | None = progress
+        self.not_refresh = not_refresh
+        self.waiting: deque[tuple[ParsedFile, Future]] = deque()
+        self.staged: list[tuple[ParsedFile, FileIngestion]] = []
+        self.staged_chunks = 0
+        self.saved_size = 0  # chunks in the store at the last checkpoint
+
+    def submit(self, parsed: ParsedFile) -> None:
+        self.waiting.append((parsed, self.embedder.submit([text for text, _ in parsed.chunks])))
+
+    def store_ready(self, wait: bool = False) -> None:
+        """Store the waiting files whose vectors are done (all of them, waiting, when ``wait``)."""
+        while self.waiting and (wait or self.waiting[0][1].done()):
+            parsed, vectors = self.waiting.popleft()
+            self._stage(parsed, vectors.result())
+
+    def _stage(self, parsed: ParsedFile, vectors: np.ndarray) -> None:
+        chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
+
+        def replace_file(store: FaissStore) -> list[str]:
+            store.delete(store.ids_for_source(parsed.file_name))
+            return store.add(chunks, vectors)
+
+        doc_ids = _write_store(self.kb_name, self.embed_model, self.embedder.backend, replace_file, save=False)
+        rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
+        ingestion = FileIngestion(
+            parsed.file_name,
+            parsed.loader_name,
+            parsed.splitter_name,
+            parsed.file_mtime,
+            parsed.file_size,
+            parsed.file_hash,
+            False,
+            rows,
+        )
+        self.staged.append((parsed, ingestion))
+        self.staged_chunks += len(rows)
+        if self.progress:
+            self.progress("stored", parsed)
+        # Each checkpoint rewrites the whole store, so the interval grows with it: the writes
+        # stay linear in its size, and a crash still loses at most a fifth of the work.
+        if self.staged_chunks >= max(get_settings().INGEST_CHECKPOINT_CHUNKS, self.saved_size // 4):
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Save the store, then write the rows of the files stored since the last checkpoint."""
+        if not self.staged:
+            return
+        self.saved_size = _write_store(
+            self.kb_name, self.embed_model, self.embedder.backend, len, save=not self.not_refresh
+        )
+        file_repo.record_ingestions(self.kb_name, [ingestion for _, ingestion in self.staged])
+        self.report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in self.staged)
+        self.staged, self.staged_chunks = [], 0
 
 
 def _previous_vectors(kb_name: str, embed_model: str, file_names: list[str]):
@@ -277,45 +339,6 @@ def _previous_vectors(kb_name: str, embed_model: str, file_names: list[str]):
         return _read_store(kb_name, embed_model, backend, lambda store: store.texts_and_vectors(stored, limit))
 
     return read
-
-
-def _store_parsed(
-    kb_name: str,
-    embed_model: str,
-    backend: EmbeddingBackend,
-    pending: list[tuple[ParsedFile, Future]],
-    report: IngestReport,
-    not_refresh: bool,
-) -> int:
-    """Write parsed files whose vectors are (being) computed: vectors first, then their DB rows.
-    Returns the number of chunks in the store afterwards."""
-    embedded = [(parsed, vectors.result()) for parsed, vectors in pending]
-    ingestions = []
-
-    def replace_files(store: FaissStore) -> int:
-        for parsed, vectors in embedded:
-            store.delete(store.ids_for_source(parsed.file_name))
-            chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
-            doc_ids = store.add(chunks, vectors)
-            rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
-            ingestions.append(
-                FileIngestion(
-                    parsed.file_name,
-                    parsed.loader_name,
-                    parsed.splitter_name,
-                    parsed.file_mtime,
-                    parsed.file_size,
-                    parsed.file_hash,
-                    False,
-                    rows,
-                )
-            )
-        return len(store)
-
-    store_size = _write_store(kb_name, embed_model, backend, replace_files, save=not not_refresh)
-    file_repo.record_ingestions(kb_name, ingestions)
-    report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in embedded)
-    return store_size
 
 
 def add_custom_docs(kb_name: str, file_name: str, docs: list[Document], *, not_refresh_vs_cache: bool = False) -> int:
