@@ -135,6 +135,18 @@ class Settings(BaseSettings):
     # Chunks embedded before vectors are saved and rows committed: a killed ingestion resumes from there.
     # The interval grows to a quarter of the store's size, since each save rewrites the whole store.
     INGEST_CHECKPOINT_CHUNKS: int = Field(2000, ge=1)
+    # Limits for untrusted files (docs/api.md "Safety"); a file over one fails alone, naming the setting.
+    # Pixels one PDF page render or one picture may have before OCR decodes it (40 M: A0 at 144 dpi).
+    # A bigger PDF page is rendered at a lower scale down to 72 dpi; below that its OCR is skipped.
+    OCR_MAX_PIXELS: int = Field(40_000_000, ge=1)
+    # .docx/.pptx/.xlsx/.epub are zips: checked before a library unpacks them. The sum of the members'
+    # unpacked sizes, the members' count, and each member's unpacked/packed ratio (zip bombs reach 1000;
+    # Apache POI's default, 100) for members over 1 MiB.
+    MAX_OFFICE_UNZIPPED_BYTES: int = Field(512 * 1024 * 1024, ge=1)
+    MAX_OFFICE_PARTS: int = Field(10_000, ge=1)
+    MAX_OFFICE_COMPRESSION_RATIO: float = Field(100.0, ge=1.0)
+    # Rows read from one .csv/.tsv/.xlsx/.xls file (every sheet, empty rows included).
+    MAX_TABLE_ROWS: int = Field(200_000, ge=1)
     KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
 
     # ---- web search --------------------------------------------------------------

@@ -70,7 +70,8 @@ def load_file(
     docs = [doc for doc in docs if doc.page_content.strip()]
     if not docs:
         hint = "" if ocr else " (OCR is disabled, so text in images is not read)"
-        raise LoaderError(f"no text could be extracted from the file{hint}")
+        skipped = "".join(f"; {note}" for note in ctx.notes)
+        raise LoaderError(f"no text could be extracted from the file{hint}{skipped}")
     return docs
 
 

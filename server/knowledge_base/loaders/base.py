@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.documents import Document
@@ -20,6 +20,11 @@ class LoadContext:
     ext: str
     ocr: bool = True
     pdf_ocr_threshold: tuple[float, float] = (0.6, 0.6)
+    # What a loader skipped for a limit (a page not OCR'd); the reason given when no text is left.
+    notes: list[str] = field(default_factory=list, compare=False)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def document(self, text: str, **metadata: Any) -> Document:
         return Document(page_content=text, metadata={"source": self.source, **metadata})

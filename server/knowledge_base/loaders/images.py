@@ -8,6 +8,7 @@ from langchain_core.documents import Document
 from PIL import Image, UnidentifiedImageError
 
 from server.knowledge_base.loaders.base import LoadContext, LoaderError
+from server.knowledge_base.loaders.limits import check_pixels
 from server.knowledge_base.loaders.ocr import ocr_image
 
 
@@ -21,6 +22,7 @@ def load_image(path: Path, ctx: LoadContext) -> list[Document]:
 def _open_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
+            check_pixels(*image.size, what="image")  # from the header, before the pixels are decoded
             image.load()
             return image.copy()
     except UnidentifiedImageError:

@@ -13,6 +13,7 @@ from langchain_core.documents import Document
 
 from server.knowledge_base.loaders.base import LoadContext, LoaderError, join_nonempty
 from server.knowledge_base.loaders.decoding import decode_text
+from server.knowledge_base.loaders.limits import check_zip_package
 
 # Elements whose text a reader never sees.
 _INVISIBLE_TAGS = ["script", "style", "noscript", "template", "svg", "canvas", "iframe", "object"]
@@ -112,6 +113,7 @@ def load_epub(path: Path, ctx: LoadContext) -> list[Document]:
 def _open_epub(path: Path):
     from ebooklib import epub
 
+    check_zip_package(path, ".epub")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ebooklib warns about its own option defaults on every read

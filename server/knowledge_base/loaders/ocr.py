@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from server.knowledge_base.loaders.base import LoadContext
+from server.knowledge_base.loaders.limits import LimitExceeded, check_pixels
+
 logger = logging.getLogger(__name__)
 
 # Lines RapidOCR is less sure about than this are mostly noise (texture, icons, stray strokes).
@@ -99,6 +102,7 @@ def to_rgb_image(image: Image.Image | bytes | np.ndarray) -> Image.Image:
     """A PIL image, encoded image bytes or an RGB/RGBA/gray array, as an RGB image on white."""
     if isinstance(image, (bytes, bytearray, memoryview)):
         image = Image.open(io.BytesIO(bytes(image)))
+        check_pixels(*image.size, what="picture")  # from the header, before the pixels are decoded
         image.load()
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image)
@@ -121,10 +125,18 @@ def ocr_image(image: Image.Image | bytes | np.ndarray) -> str:
     return arrange_lines(lines)
 
 
-def try_ocr_image(data: bytes) -> str:
-    """OCR a picture embedded in a document; pictures Pillow cannot decode (EMF, WMF, ...) give ""."""
+def try_ocr_image(data: bytes, ctx: LoadContext | None = None) -> str:
+    """OCR a picture embedded in a document; pictures Pillow cannot decode (EMF, WMF, ...) give "".
+
+    A picture over OCR_MAX_PIXELS is skipped too, with a note on ctx: the document's text still counts.
+    """
     try:
         return ocr_image(data)
+    except LimitExceeded as exc:
+        logger.warning("%s: skipping a picture: %s", ctx.source if ctx else "document", exc)
+        if ctx is not None:
+            ctx.note(f"a picture was not OCR'd: {exc}")
+        return ""
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         logger.debug("skipping an embedded picture that could not be decoded: %s", exc)
         return ""

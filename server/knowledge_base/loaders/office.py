@@ -14,6 +14,7 @@ from langchain_core.documents import Document
 from lxml import etree
 
 from server.knowledge_base.loaders.base import LoadContext, LoaderError, join_nonempty
+from server.knowledge_base.loaders.limits import check_zip_package
 from server.knowledge_base.loaders.ocr import try_ocr_image
 
 _NS = {
@@ -37,7 +38,7 @@ def load_docx(path: Path, ctx: LoadContext) -> list[Document]:
     pending: list[str] = []  # text blocks since the last picture
     for element in document.element.body.iterchildren():
         pending.append(_docx_block_text(element, document))
-        pictures = _docx_picture_texts(element, document) if ctx.ocr else []
+        pictures = _docx_picture_texts(element, document, ctx) if ctx.ocr else []
         if pictures:
             _flush(pending, docs, ctx)
             docs += [ctx.ocr_document(text) for text in pictures]
@@ -49,6 +50,7 @@ def _open_docx(path: Path):
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
+    check_zip_package(path, ".docx")
     try:
         return docx.Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -87,13 +89,13 @@ def _docx_table_text(table) -> str:
     return join_nonempty(rows)
 
 
-def _docx_picture_texts(element, document) -> list[str]:
+def _docx_picture_texts(element, document, ctx: LoadContext) -> list[str]:
     related = document.part.related_parts
     texts = []
     for rel_id in _PICTURE_REL_IDS(element):
         part = related.get(rel_id)
         if part is not None:
-            texts.append(try_ocr_image(part.blob))
+            texts.append(try_ocr_image(part.blob, ctx))
     return [t for t in texts if t.strip()]
 
 
@@ -108,7 +110,7 @@ def load_pptx(path: Path, ctx: LoadContext) -> list[Document]:
         for shape in _shapes_in_reading_order(slide.shapes):
             texts.append(_shape_text(shape))
             if ctx.ocr and _is_picture(shape):
-                pictures.append(_picture_text(shape))
+                pictures.append(_picture_text(shape, ctx))
         texts.append(_notes_text(slide))
         text, ocr_text = join_nonempty(texts), join_nonempty(pictures)
         if text:
@@ -122,6 +124,7 @@ def _open_pptx(path: Path):
     import pptx
     from pptx.exc import PackageNotFoundError
 
+    check_zip_package(path, ".pptx")
     try:
         return pptx.Presentation(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -154,12 +157,12 @@ def _is_picture(shape) -> bool:
     return isinstance(shape, Picture)
 
 
-def _picture_text(shape) -> str:
+def _picture_text(shape, ctx: LoadContext) -> str:
     try:
         blob = shape.image.blob
     except (ValueError, KeyError):
         return ""  # a linked (not embedded) picture has no bytes in the file
-    return try_ocr_image(blob)
+    return try_ocr_image(blob, ctx)
 
 
 def _notes_text(slide) -> str:

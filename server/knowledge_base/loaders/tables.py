@@ -17,6 +17,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from server.knowledge_base.loaders.base import LoadContext, LoaderError
+from server.knowledge_base.loaders.limits import RowBudget, check_zip_package
 from server.knowledge_base.loaders.text import read_text
 
 # Long text cells (FAQ answers) exceed csv's 128 KiB default field limit.
@@ -74,11 +75,11 @@ def _row_text(header: list[str], cells: list[str]) -> str:
 def load_csv(path: Path, ctx: LoadContext) -> list[Document]:
     text = read_text(path, ctx)
     delimiter = "\t" if ctx.ext == ".tsv" else _guess_delimiter(text)
+    rows = RowBudget(ctx.ext).rows(csv.reader(io.StringIO(text), delimiter=delimiter))
     try:
-        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+        return rows_to_documents(rows, ctx)
     except csv.Error as exc:
         raise LoaderError(f"malformed {ctx.ext} file: {exc}")
-    return rows_to_documents(rows, ctx)
 
 
 def _guess_delimiter(text: str) -> str:
@@ -109,14 +110,16 @@ def load_excel(path: Path, ctx: LoadContext) -> list[Document]:
 def _load_xlsx(path: Path, ctx: LoadContext) -> list[Document]:
     import openpyxl
 
+    check_zip_package(path, ctx.ext)
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
         raise LoaderError(f"Excel workbook is damaged or not an .xlsx file: {exc}")
+    budget = RowBudget(ctx.ext)
     try:
         docs = []
         for sheet in workbook.worksheets:
-            docs += rows_to_documents(sheet.iter_rows(values_only=True), ctx, sheet=sheet.title)
+            docs += rows_to_documents(budget.rows(sheet.iter_rows(values_only=True)), ctx, sheet=sheet.title)
         return docs
     finally:
         workbook.close()
@@ -129,11 +132,12 @@ def _load_xls(path: Path, ctx: LoadContext) -> list[Document]:
         book = xlrd.open_workbook(str(path), on_demand=True)
     except xlrd.XLRDError as exc:
         raise LoaderError(f"Excel 97-2003 workbook is damaged or not an .xls file: {exc}")
+    budget = RowBudget(ctx.ext)
     try:
         docs = []
         for index in range(book.nsheets):
             sheet = book.sheet_by_index(index)
-            docs += rows_to_documents(_xls_rows(sheet, book.datemode), ctx, sheet=sheet.name)
+            docs += rows_to_documents(budget.rows(_xls_rows(sheet, book.datemode)), ctx, sheet=sheet.name)
         return docs
     finally:
         book.release_resources()
