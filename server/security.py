@@ -7,7 +7,8 @@
   ``Authorization: Bearer <key>``, except download links signed for one file (signed_links.py).
 * Request bodies are capped by ``MAX_UPLOAD_REQUEST_SIZE``: a too-large ``Content-Length`` is
   refused before reading, and a body without one is counted while it streams, so an upload
-  can never fill the disk. Per-file caps are checked by the routes (``check_upload_size``).
+  can never fill the disk. Per-file caps (``MAX_UPLOAD_FILE_SIZE``) are counted per multipart part
+  while an upload streams in, and checked again by the routes (``check_upload_size``).
 * A vector store that cannot be saved (disk full) answers 507 with a message saying so; the
   store keeps its last saved state.
 * Unexpected errors answer a short JSON envelope, never a traceback; a 422 echoing NaN or
@@ -22,6 +23,7 @@ import errno
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
@@ -29,6 +31,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,6 +50,8 @@ BODY_PARSE_ERROR = "There was an error parsing the body"
 # Paths that stay open when API keys are configured (liveness checks and the API docs).
 PUBLIC_PATHS = frozenset({"/health", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static-offline-docs/",)
+# Routes whose multipart files are capped by MAX_UPLOAD_FILE_SIZE while they stream in.
+UPLOAD_PATHS = frozenset({"/knowledge_base/upload_docs", "/knowledge_base/upload_temp_docs"})
 
 
 # ---- names --------------------------------------------------------------------------------
@@ -104,6 +110,10 @@ def too_large_response(message: str) -> JSONResponse:
     return JSONResponse({"code": 413, "msg": message, "data": None}, status_code=413)
 
 
+class FileTooLarge(UploadTooLarge):
+    """One file of a multipart upload passed MAX_UPLOAD_FILE_SIZE while the body streamed in."""
+
+
 class BodySizeLimitMiddleware:
     """Refuse request bodies over ``limit`` bytes with 413, counting what streams in."""
 
@@ -119,34 +129,141 @@ class BodySizeLimitMiddleware:
         if declared is not None and declared > self.limit:
             await _send_json(send, 413, _too_large_body(self.limit))
             return
-        state = {"received": 0, "exceeded": False, "started": False}
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise UploadTooLarge("request body too large")
+            return message
+
+        await _run_refusing(
+            self.app, scope, counting_receive, send, UploadTooLarge, lambda: _too_large_body(self.limit)
+        )
+
+
+class UploadFileSizeMiddleware:
+    """Refuse a multipart upload with 413 as soon as one of its files passes ``limit`` bytes.
+
+    The routes' own check (check_upload_size) runs only after the whole body was read and spooled to
+    disk; this one counts each file part while the body streams in, so a huge file is cut off early."""
+
+    def __init__(self, app: ASGIApp, limit: int, paths: frozenset[str] = UPLOAD_PATHS):
+        self.app = app
+        self.limit = limit
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        boundary = _multipart_boundary(scope) if scope["type"] == "http" and scope["path"] in self.paths else None
+        if boundary is None:
+            await self.app(scope, receive, send)
+            return
+        counter = _FilePartCounter(boundary, self.limit)
 
         async def counting_receive() -> Message:
             message = await receive()
             if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
-                if state["received"] > self.limit:
-                    state["exceeded"] = True
-                    raise UploadTooLarge("request body too large")
+                counter.feed(message.get("body", b""))
             return message
 
-        async def guarded_send(message: Message) -> None:
-            # Whatever the app made of the aborted body (a parse error), the client gets the 413.
-            if state["exceeded"]:
-                if message["type"] == "http.response.start" and not state["started"]:
-                    state["started"] = True
-                    await _send_json(send, 413, _too_large_body(self.limit))
-                return
-            if message["type"] == "http.response.start":
-                state["started"] = True
-            await send(message)
+        def body() -> dict:
+            return {"code": 413, "msg": counter.refusal, "data": None}
 
+        await _run_refusing(self.app, scope, counting_receive, send, FileTooLarge, body)
+
+
+class _FilePartCounter:
+    """Feeds a multipart body to python-multipart's streaming parser and counts each file part's bytes."""
+
+    def __init__(self, boundary: bytes, limit: int):
+        self.limit = limit
+        self.refusal: str | None = None  # the 413 message, once a file passed the limit
+        self._broken = False  # a body the parser refuses is left to the app's own parser to report
+        self._header = [b"", b""]
+        self._file_name: str | None = None
+        self._size = 0
+        callbacks = {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._add_header(0, data[start:end]),
+            "on_header_value": lambda data, start, end: self._add_header(1, data[start:end]),
+            "on_header_end": self._header_end,
+            "on_part_data": self._part_data,
+        }
+        self._parser = MultipartParser(boundary, callbacks)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.refusal is None and not self._broken and chunk:
+            try:
+                self._parser.write(chunk)
+            except FormParserError:
+                self._broken = True
+        if self.refusal is not None:
+            raise FileTooLarge(self.refusal)
+
+    def _part_begin(self) -> None:
+        self._file_name, self._size = None, 0
+
+    def _add_header(self, which: int, data: bytes) -> None:
+        self._header[which] += data
+
+    def _header_end(self) -> None:
+        field, value = self._header
+        self._header = [b"", b""]
+        if field.lower() == b"content-disposition":
+            _, options = parse_options_header(value)
+            if b"filename" in options:  # a file part, as Starlette decides it
+                self._file_name = options[b"filename"].decode("utf-8", "replace")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._file_name is None:
+            return
+        self._size += end - start
+        if self._size > self.limit and self.refusal is None:
+            self.refusal = f"文件 {self._file_name} 超过大小限制 ({self.limit} bytes)"
+
+
+def _multipart_boundary(scope: Scope) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-type":
+            content_type, options = parse_options_header(value)
+            if content_type == b"multipart/form-data":
+                return options.get(b"boundary") or None
+    return None
+
+
+async def _run_refusing(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send, refused: type[Exception], body: Callable[[], dict]
+) -> None:
+    """Run the app; once ``receive`` raised ``refused``, the client gets a 413 with ``body()`` whatever
+    the app made of the aborted body (a parse error), and the connection is closed."""
+    state = {"refused": False, "started": False}
+
+    async def watched_receive() -> Message:
         try:
-            await self.app(scope, counting_receive, guarded_send)
-        except UploadTooLarge:
-            if not state["started"]:
+            return await receive()
+        except refused:
+            state["refused"] = True
+            raise
+
+    async def guarded_send(message: Message) -> None:
+        if state["refused"]:
+            if message["type"] == "http.response.start" and not state["started"]:
                 state["started"] = True
-                await _send_json(send, 413, _too_large_body(self.limit))
+                await _send_json(send, 413, body())
+            return
+        if message["type"] == "http.response.start":
+            state["started"] = True
+        await send(message)
+
+    try:
+        await app(scope, watched_receive, guarded_send)
+    except refused:
+        if not state["started"]:
+            state["started"] = True
+            await _send_json(send, 413, body())
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -267,9 +384,10 @@ def install(app: FastAPI) -> None:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"code": 500, "msg": f"服务器内部错误：{type(exc).__name__}", "data": None}, 500)
 
-    # Middlewares run outside-in in reverse order of adding: keys first, then the size cap, then
-    # the JSON normalising, which reads only what the cap let through.
+    # Middlewares run outside-in in reverse order of adding: keys first, then the size cap, then the
+    # per-file cap of uploads, then the JSON normalising, which reads only what the caps let through.
     app.add_middleware(JsonBodyMiddleware)
+    app.add_middleware(UploadFileSizeMiddleware, limit=settings.MAX_UPLOAD_FILE_SIZE)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.MAX_UPLOAD_REQUEST_SIZE)
     if settings.API_KEYS:
         app.add_middleware(ApiKeyMiddleware, keys=settings.API_KEYS)
