@@ -148,7 +148,9 @@ def error_event(msg: str, code: int = 500) -> str:
 
 
 def event_stream(events: AsyncIterator[str]) -> EventSourceResponse:
-    return EventSourceResponse(events, ping=15)
+    # No keep-alive comments: Chatchat's clients json.loads every chunk, and a `: ping` sent while a
+    # slow model thinks would break them (ping=0 turns pings off in sse-starlette 3.x).
+    return EventSourceResponse(events, ping=0)
 
 
 async def stream_tokens(model, messages: list[BaseMessage]) -> AsyncIterator[str]:

@@ -66,14 +66,16 @@ def test_rebuild_events_follow_the_work_and_every_chunk_parses(client, rebuild_k
     assert hits and hits[0]["metadata"]["source"].startswith("survey_")
 
 
-def test_progress_streams_send_no_keep_alive_comments():
-    # A ping every 15 s would only show in a rebuild longer than this test may take, so check the setting.
+def test_progress_and_chat_streams_send_no_keep_alive_comments():
+    # A ping every 15 s would only show in a stream longer than this test may take, so check the setting.
+    from server.chat.common import event_stream as chat_stream
     from server.knowledge_base.router import event_stream
 
     async def nothing():
         yield "{}"
 
     assert event_stream(nothing()).ping_interval == 0
+    assert chat_stream(nothing()).ping_interval == 0
 
 
 # ---- custom docs ------------------------------------------------------------------------------------
