@@ -7,6 +7,7 @@ raises ENOSPC, so the vector store's save fails as on a full disk.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,12 @@ SERVER_ENV = {
     "CHATKB_TEST_DISK_FULL_MARKER": str(MARKER),
 }
 KB = "full_disk_kb"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_temp_dir():
+    yield  # set up first, so torn down after the server stopped
+    shutil.rmtree(HOOK_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

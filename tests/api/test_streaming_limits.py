@@ -7,6 +7,7 @@ content/ and leave no spooled upload behind.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 import time
@@ -23,6 +24,12 @@ SERVER_ENV = {"CHATCHAT_MAX_UPLOAD_FILE_SIZE": str(FILE_LIMIT), "TMPDIR": str(SP
 KB = "streaming_kb"
 BOUNDARY = "streamlimit"
 UPLOAD_ROUTES = ["/knowledge_base/upload_docs", "/knowledge_base/upload_temp_docs"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_temp_dir():
+    yield  # set up first, so torn down after the server stopped
+    shutil.rmtree(SPOOL_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
