@@ -158,7 +158,8 @@ class UploadFileSizeMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         boundary = _multipart_boundary(scope) if scope["type"] == "http" and scope["path"] in self.paths else None
-        if boundary is None:
+        declared = _content_length(scope) if boundary else None
+        if boundary is None or (declared is not None and declared <= self.limit):  # no file can pass the limit
             await self.app(scope, receive, send)
             return
         counter = _FilePartCounter(boundary, self.limit)
