@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     MAX_OFFICE_COMPRESSION_RATIO: float = Field(100.0, ge=1.0)
     # Rows read from one .csv/.tsv/.xlsx/.xls file (every sheet, empty rows included).
     MAX_TABLE_ROWS: int = Field(200_000, ge=1)
+    # Seconds one file may take to parse (load, OCR, split); 0 = no limit. With a limit, files are parsed
+    # in a child process that is killed when its file overruns (or that the kernel kills for memory),
+    # so the file fails alone; the child costs ~0.5 s to start per ingestion and again after each kill.
+    PARSE_TIMEOUT_SECONDS: float = Field(0.0, ge=0.0)
     KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
 
     # ---- web search --------------------------------------------------------------

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -18,6 +19,8 @@ from langchain_core.documents import Document
 
 # Below this many files a worker pool costs more (process start, imports) than it saves.
 MIN_FILES_FOR_POOL = 4
+# How long a supervised parser process may take to start and import the loaders.
+CHILD_START_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -121,9 +124,17 @@ def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def parse_files(tasks: list[ParseTask], workers: int = 0) -> Iterator[ParsedFile]:
-    """Yield parsed files as they finish; in parallel processes when it pays off."""
+def parse_files(tasks: list[ParseTask], workers: int = 0, timeout: float | None = None) -> Iterator[ParsedFile]:
+    """Yield parsed files as they finish; in parallel processes when it pays off.
+
+    With a timeout (default: PARSE_TIMEOUT_SECONDS; 0 = none) files are parsed in supervised child
+    processes, so a file that runs too long, or takes the child down, fails alone.
+    """
     workers = workers or os.cpu_count() or 1
+    timeout = _parse_timeout() if timeout is None else timeout
+    if timeout > 0 and tasks:
+        yield from _parse_supervised(tasks, workers, timeout)
+        return
     if workers <= 1 or len(tasks) < MIN_FILES_FOR_POOL:
         for task in tasks:
             yield parse_file(task)
@@ -145,3 +156,107 @@ def _size_or_zero(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+# ---- supervised parsing: a wall-clock limit per file ------------------------------------------
+
+
+def _parse_timeout() -> float:
+    from configs import get_settings
+
+    return get_settings().PARSE_TIMEOUT_SECONDS
+
+
+def _parse_supervised(tasks: list[ParseTask], workers: int, timeout: float) -> Iterator[ParsedFile]:
+    """Each of `workers` threads feeds files to its own child process and waits at most `timeout` per file."""
+    count = min(workers, len(tasks))
+    children: list[_ParserChild] = []
+    local = threading.local()
+
+    def parse(task: ParseTask) -> ParsedFile:
+        if not hasattr(local, "child"):
+            local.child = _ParserChild(all_cores=count == 1)
+            children.append(local.child)
+        return local.child.parse(task, timeout)
+
+    ordered = sorted(tasks, key=lambda t: _size_or_zero(t.path), reverse=True)
+    try:
+        with ThreadPoolExecutor(max_workers=count) as threads:
+            for future in as_completed([threads.submit(parse, task) for task in ordered]):
+                yield future.result()
+    finally:
+        for child in children:
+            child.stop()
+
+
+class _ParserChild:
+    """A spawned process that parses the files sent to it, one at a time, until stopped.
+
+    C code (pdfium, lxml, zlib) cannot be interrupted from Python, so a file that overruns its time is
+    stopped by killing its process; the next file gets a fresh one. A child the kernel kills for memory
+    only loses its own file too.
+    """
+
+    def __init__(self, all_cores: bool) -> None:
+        self.all_cores = all_cores
+        self.process = None
+        self.connection = None
+
+    def parse(self, task: ParseTask, timeout: float) -> ParsedFile:
+        if self.process is None:
+            try:
+                self._start()
+            except (RuntimeError, OSError) as exc:
+                return ParsedFile(task.file_name, error=f"could not start a parser process: {exc}")
+        self.connection.send(task)
+        if not self.connection.poll(timeout):
+            self.stop()
+            message = f"parsing took longer than {timeout:g} seconds (PARSE_TIMEOUT_SECONDS) and was stopped"
+            return ParsedFile(task.file_name, error=message)
+        try:
+            return self.connection.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
+            code = self.process.exitcode
+            self.stop()
+            return ParsedFile(task.file_name, error=f"the parser process died on this file (exit code {code})")
+
+    def _start(self) -> None:
+        context = get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(target=_serve_parser, args=(child_end, self.all_cores), daemon=True)
+        self.process.start()
+        child_end.close()
+        # Start-up and imports do not count against the first file's time: the child says when it is ready.
+        if not self.connection.poll(CHILD_START_SECONDS):
+            self.stop()
+            raise RuntimeError(f"the parser process did not start within {CHILD_START_SECONDS} seconds")
+        self.connection.recv()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.join()
+        self.connection.close()
+        self.process = self.connection = None
+
+
+def _serve_parser(connection, all_cores: bool) -> None:
+    """The child's loop: parse each task received, send back its ParsedFile, until the pipe closes."""
+    if all_cores:
+        from server.knowledge_base.loaders.ocr import use_all_cores
+
+        use_all_cores()
+    else:
+        _init_worker()
+    import server.knowledge_base.loaders  # noqa: F401 - imported before "ready", so it is not timed
+    import server.knowledge_base.splitters  # noqa: F401
+
+    connection.send(None)
+    while True:
+        try:
+            task = connection.recv()
+        except EOFError:
+            return
+        connection.send(parse_file(task))

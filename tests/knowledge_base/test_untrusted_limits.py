@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from server.knowledge_base.ingest import ChunkingOptions, ParseTask, parse_file
+from server.knowledge_base.ingest import ChunkingOptions, ParseTask, parse_file, parse_files
 from server.knowledge_base.loaders import LoaderError, load_file
 from tests.fixtures import documents as fx
 
@@ -282,3 +282,33 @@ def test_parse_file_reports_the_limit_as_the_files_error(tmp_path):
     result = parse_file(ParseTask("posters/poster.pdf", str(path), options))
     assert result.error and "OCR_MAX_PIXELS" in result.error and not result.chunks
     assert str(tmp_path) not in result.error
+
+
+# ---- wall-clock limit per file (PARSE_TIMEOUT_SECONDS) --------------------------------------
+
+
+def test_supervised_parsing_gives_what_in_process_parsing_gives(tmp_path):
+    options = ChunkingOptions(chunk_size=250, chunk_overlap=50)
+    (tmp_path / "a.txt").write_text("The ferry leaves at noon.")
+    tasks = [
+        ParseTask("a.txt", str(tmp_path / "a.txt"), options),
+        ParseTask("b.docx", str(fx.make_docx(tmp_path)), options),
+    ]
+    in_process = {p.file_name: (p.chunks, p.error) for p in parse_files(tasks, workers=1, timeout=0)}
+    supervised = {p.file_name: (p.chunks, p.error) for p in parse_files(tasks, workers=1, timeout=120)}
+    assert supervised == in_process and not any(error for _, error in supervised.values())
+
+
+def test_a_file_over_the_time_limit_fails_alone_and_the_next_file_is_parsed(tmp_path, limits):
+    limits(MAX_TABLE_ROWS=10_000_000)  # let the slow table through the row limit; the clock must stop it
+    slow = tmp_path / "slow.csv"
+    slow.write_text("id,name,notes\n" + "".join(f"{i},row {i},some notes\n" for i in range(1_500_000)))
+    good = tmp_path / "good.txt"
+    good.write_text("The lighthouse keeper feeds the cats.")
+    options = ChunkingOptions(chunk_size=250, chunk_overlap=50)
+    tasks = [ParseTask("slow.csv", str(slow), options), ParseTask("good.txt", str(good), options)]
+    started = time.perf_counter()
+    results = {p.file_name: p for p in parse_files(tasks, workers=1, timeout=1.0)}
+    assert time.perf_counter() - started < 30
+    assert "PARSE_TIMEOUT_SECONDS" in results["slow.csv"].error and not results["slow.csv"].chunks
+    assert results["good.txt"].error is None and results["good.txt"].chunks

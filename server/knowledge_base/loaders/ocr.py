@@ -31,6 +31,13 @@ MIN_IMAGE_SIDE = 16
 _engine: Any = None
 _engine_pid: int | None = None
 _engine_lock = threading.Lock()
+# A child process that is the only parser (ingest's supervised child) may use every core.
+_all_cores = False
+
+
+def use_all_cores() -> None:
+    global _all_cores
+    _all_cores = True
 
 
 class OCRUnavailable(RuntimeError):
@@ -53,7 +60,7 @@ def _create_engine(backend: str | None = None):
     backend = backend or settings.OCR_BACKEND
     detection = {"det_limit_type": settings.OCR_DET_LIMIT_TYPE, "det_limit_side_len": settings.OCR_DET_LIMIT_SIDE_LEN}
     # In a pool worker the other workers use the other cores; one thread each avoids oversubscription.
-    threads = 1 if multiprocessing.parent_process() is not None else -1
+    threads = 1 if multiprocessing.parent_process() is not None and not _all_cores else -1
     if backend in ("auto", "openvino") and importlib.util.find_spec("rapidocr_openvino") is not None:
         engine = _openvino_engine(threads, detection)
     elif backend == "openvino":
