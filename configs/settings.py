@@ -145,8 +145,9 @@ class Settings(BaseSettings):
     MAX_OFFICE_UNZIPPED_BYTES: int = Field(512 * 1024 * 1024, ge=1)
     MAX_OFFICE_PARTS: int = Field(10_000, ge=1)
     MAX_OFFICE_COMPRESSION_RATIO: float = Field(100.0, ge=1.0)
-    # Rows read from one .csv/.tsv/.xlsx/.xls file (every sheet, empty rows included).
+    # Rows and cells read from one .csv/.tsv/.xlsx/.xls file (every sheet, empty rows and cells included).
     MAX_TABLE_ROWS: int = Field(200_000, ge=1)
+    MAX_TABLE_CELLS: int = Field(20_000_000, ge=1)
     # Seconds one file may take to parse (load, OCR, split); 0 = no limit. With a limit, files are parsed
     # in a child process that is killed when its file overruns (or that the kernel kills for memory),
     # so the file fails alone; the child costs ~0.5 s to start per ingestion and again after each kill.

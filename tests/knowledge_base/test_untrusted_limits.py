@@ -34,7 +34,8 @@ def limits(monkeypatch):
         reload_settings()
 
     yield set_limits
-    for name in ("OCR_MAX_PIXELS", "MAX_OFFICE_UNZIPPED_BYTES", "MAX_OFFICE_PARTS", "MAX_TABLE_ROWS"):
+    names = ("OCR_MAX_PIXELS", "MAX_OFFICE_UNZIPPED_BYTES", "MAX_OFFICE_PARTS", "MAX_TABLE_ROWS", "MAX_TABLE_CELLS")
+    for name in (*names, "PARSE_TIMEOUT_SECONDS"):
         monkeypatch.delenv(f"CHATCHAT_{name}", raising=False)
     reload_settings()
 
@@ -258,6 +259,39 @@ def test_an_xlsx_of_two_million_rows_in_160_kb_is_refused_before_reading_them(tm
     assert time.perf_counter() - started < 5
 
 
+def xlsx_with_sheet_xml(tmp_path, dimension: bytes, rows: bytes) -> Path:
+    source = fx.make_xlsx(tmp_path)
+    with zipfile.ZipFile(source) as archive:
+        xml = re.sub(
+            rb'<dimension ref="[^"]*"/>',
+            b'<dimension ref="' + dimension + b'"/>',
+            archive.read("xl/worksheets/sheet1.xml"),
+        )
+    sheet = xml.replace(b"</sheetData>", rows + b"</sheetData>")
+    return rezip(source, tmp_path / "sheet.xlsx", replace={"xl/worksheets/sheet1.xml": sheet})
+
+
+def test_a_declared_sheet_size_does_not_pad_every_row(tmp_path):
+    # Declaring A1:XFD1048576 made openpyxl pad each of 20000 rows to 16384 cells: 330 M cells for a 100 KB file
+    # (16 s; minutes at the row limit). Padded, they would also be over MAX_TABLE_CELLS.
+    rows = b"".join(
+        b'<row r="%d"><c r="A%d" t="inlineStr"><is><t>v%d</t></is></c></row>' % (i, i, i) for i in range(5, 20005)
+    )
+    path = xlsx_with_sheet_xml(tmp_path, b"A1:XFD1048576", rows)
+    started = time.perf_counter()
+    docs = load_file(path)
+    assert time.perf_counter() - started < 8
+    assert any(doc.page_content == "name: v20004" for doc in docs)
+
+
+def test_rows_made_wide_by_a_far_cell_fail_naming_the_cell_limit(tmp_path, limits):
+    rows = b"".join(b'<row r="%d"><c r="XFD%d"><v>1</v></c></row>' % (i, i) for i in range(5, 105))
+    path = xlsx_with_sheet_xml(tmp_path, b"A1:XFD104", rows)
+    limits(MAX_TABLE_CELLS=100_000)
+    with pytest.raises(LoaderError, match=r"more than 100000 cells \(MAX_TABLE_CELLS\)"):
+        load_file(path)
+
+
 def test_a_csv_over_the_row_limit_fails_naming_it(tmp_path, limits):
     path = tmp_path / "rows.csv"
     path.write_text("id,name\n" + "".join(f"{i},row {i}\n" for i in range(1500)))
@@ -300,7 +334,8 @@ def test_supervised_parsing_gives_what_in_process_parsing_gives(tmp_path):
 
 
 def test_a_file_over_the_time_limit_fails_alone_and_the_next_file_is_parsed(tmp_path, limits):
-    limits(MAX_TABLE_ROWS=10_000_000)  # let the slow table through the row limit; the clock must stop it
+    # Past the row and cell limits, so the clock must stop it; the timeout comes from the setting.
+    limits(MAX_TABLE_ROWS=10_000_000, MAX_TABLE_CELLS=100_000_000, PARSE_TIMEOUT_SECONDS=1)
     slow = tmp_path / "slow.csv"
     slow.write_text("id,name,notes\n" + "".join(f"{i},row {i},some notes\n" for i in range(1_500_000)))
     good = tmp_path / "good.txt"
@@ -308,7 +343,7 @@ def test_a_file_over_the_time_limit_fails_alone_and_the_next_file_is_parsed(tmp_
     options = ChunkingOptions(chunk_size=250, chunk_overlap=50)
     tasks = [ParseTask("slow.csv", str(slow), options), ParseTask("good.txt", str(good), options)]
     started = time.perf_counter()
-    results = {p.file_name: p for p in parse_files(tasks, workers=1, timeout=1.0)}
+    results = {p.file_name: p for p in parse_files(tasks, workers=1)}
     assert time.perf_counter() - started < 30
     assert "PARSE_TIMEOUT_SECONDS" in results["slow.csv"].error and not results["slow.csv"].chunks
     assert results["good.txt"].error is None and results["good.txt"].chunks

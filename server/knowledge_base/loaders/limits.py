@@ -81,17 +81,21 @@ def _check_ratio(member: zipfile.ZipInfo, kind: str, max_ratio: float) -> None:
 
 
 class RowBudget:
-    """Rows one table file may have (MAX_TABLE_ROWS), shared by its sheets; empty rows count, as they cost time too."""
+    """Rows and cells one table file may have, shared by its sheets; empty ones count, as they cost time too."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.limit = _settings().MAX_TABLE_ROWS
-        self.used = 0
+        self.limit, self.cell_limit = _settings().MAX_TABLE_ROWS, _settings().MAX_TABLE_CELLS
+        self.used = self.cells = 0
 
     def rows(self, rows: Iterable[T]) -> Iterator[T]:
-        """The rows, failing as soon as the file has more than the limit (before reading them all)."""
+        """The rows, failing as soon as the file has more than the limits (before reading them all)."""
         for row in rows:
             self.used += 1
+            self.cells += len(row)
             if self.used > self.limit:
                 raise LimitExceeded(f"{self.kind} file has more than {self.limit} rows (MAX_TABLE_ROWS)")
+            if self.cells > self.cell_limit:
+                # One cell in column XFD makes a row 16384 cells wide: a few bytes of XML, much work.
+                raise LimitExceeded(f"{self.kind} file has more than {self.cell_limit} cells (MAX_TABLE_CELLS)")
             yield row

@@ -119,6 +119,8 @@ def _load_xlsx(path: Path, ctx: LoadContext) -> list[Document]:
     try:
         docs = []
         for sheet in workbook.worksheets:
+            # The declared size (<dimension ref="A1:XFD1048576"/>) would pad every row to 16384 cells.
+            sheet.reset_dimensions()
             docs += rows_to_documents(budget.rows(sheet.iter_rows(values_only=True)), ctx, sheet=sheet.title)
         return docs
     finally:
