@@ -180,13 +180,15 @@ def _parse_supervised(tasks: list[ParseTask], workers: int, timeout: float) -> I
         return local.child.parse(task, timeout)
 
     ordered = sorted(tasks, key=lambda t: _size_or_zero(t.path), reverse=True)
+    threads = ThreadPoolExecutor(max_workers=count)
     try:
-        with ThreadPoolExecutor(max_workers=count) as threads:
-            for future in as_completed([threads.submit(parse, task) for task in ordered]):
-                yield future.result()
+        for future in as_completed([threads.submit(parse, task) for task in ordered]):
+            yield future.result()
     finally:
-        for child in children:
-            child.stop()
+        # Also when the caller stops early: files not started are dropped, running children are killed.
+        threads.shutdown(wait=False, cancel_futures=True)
+        for child in list(children):
+            child.close()
 
 
 class _ParserChild:
@@ -201,12 +203,15 @@ class _ParserChild:
         self.all_cores = all_cores
         self.process = None
         self.connection = None
+        self.closed = False
+        self.lock = threading.Lock()  # start and stop may come from two threads when parsing stops early
 
     def parse(self, task: ParseTask, timeout: float) -> ParsedFile:
         if self.process is None:
             try:
                 self._start()
-            except (RuntimeError, OSError) as exc:
+            except (RuntimeError, OSError, EOFError) as exc:
+                self.stop()
                 return ParsedFile(task.file_name, error=f"could not start a parser process: {exc}")
         self.connection.send(task)
         if not self.connection.poll(timeout):
@@ -216,16 +221,19 @@ class _ParserChild:
         try:
             return self.connection.recv()
         except (EOFError, OSError):
-            self.process.join(5)
-            code = self.process.exitcode
+            process = self.process
             self.stop()
+            code = process.exitcode if process is not None else None
             return ParsedFile(task.file_name, error=f"the parser process died on this file (exit code {code})")
 
     def _start(self) -> None:
         context = get_context("spawn")
-        self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=_serve_parser, args=(child_end, self.all_cores), daemon=True)
-        self.process.start()
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("parsing was stopped")
+            self.connection, child_end = context.Pipe()
+            self.process = context.Process(target=_serve_parser, args=(child_end, self.all_cores), daemon=True)
+            self.process.start()
         child_end.close()
         # Start-up and imports do not count against the first file's time: the child says when it is ready.
         if not self.connection.poll(CHILD_START_SECONDS):
@@ -234,12 +242,19 @@ class _ParserChild:
         self.connection.recv()
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.kill()
-        self.process.join()
-        self.connection.close()
-        self.process = self.connection = None
+        with self.lock:
+            if self.process is None:
+                return
+            self.process.kill()
+            self.process.join()
+            self.connection.close()
+            self.process = self.connection = None
+
+    def close(self) -> None:
+        """Stop the child for good: a thread still about to start one will not."""
+        with self.lock:
+            self.closed = True
+        self.stop()
 
 
 def _serve_parser(connection, all_cores: bool) -> None:

@@ -347,3 +347,17 @@ def test_a_file_over_the_time_limit_fails_alone_and_the_next_file_is_parsed(tmp_
     assert time.perf_counter() - started < 30
     assert "PARSE_TIMEOUT_SECONDS" in results["slow.csv"].error and not results["slow.csv"].chunks
     assert results["good.txt"].error is None and results["good.txt"].chunks
+
+
+def test_stopping_early_kills_the_parser_children(tmp_path):
+    options = ChunkingOptions(chunk_size=250, chunk_overlap=50)
+    tasks = []
+    for index in range(3):
+        (tmp_path / f"{index}.txt").write_text(f"File number {index}.")
+        tasks.append(ParseTask(f"{index}.txt", str(tmp_path / f"{index}.txt"), options))
+    import multiprocessing
+
+    results = parse_files(tasks, workers=2, timeout=120)
+    assert next(results).error is None
+    results.close()
+    assert not multiprocessing.active_children()
