@@ -333,12 +333,12 @@ def recreate_vector_store(
 
         def progress(kind: str, item) -> None:
             # A file's event comes once its work is done: a failure when parsing fails, success once its
-            # chunks are embedded and stored, so events follow the work instead of all coming at the start.
+            # chunks are embedded, so events follow the work instead of all coming at the start.
             nonlocal finished
             if kind == "parsed" and item.error:
                 finished += 1
                 emit({"code": 500, "msg": f"添加文件‘{item.file_name}’到知识库‘{kb}’时出错：{item.error}。已跳过。"})
-            elif kind == "stored":
+            elif kind == "embedded_file":
                 finished += 1
                 emit({"code": 200, "msg": f"({finished} / {total}): {item.file_name}", "total": total,
                       "finished": finished, "doc": item.file_name})  # fmt: skip

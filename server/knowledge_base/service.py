@@ -82,7 +82,8 @@ class IngestReport:
 
 
 # Progress events: ("parsed", ParsedFile) when a file is parsed, ("embedded", n_chunks) per batch,
-# ("stored", ParsedFile) when a file's chunks are in the store; "embedded" comes from the embedding thread.
+# ("embedded_file", ParsedFile) when all of a file's chunks are embedded (stored at the next checkpoint);
+# "embedded" comes from the embedding thread.
 ProgressCallback = Callable[[str, object], None]
 
 
@@ -222,9 +223,9 @@ def ingest_files(
 ) -> IngestReport:
     """Parse, embed and store files that are already in content/; a broken file fails alone.
 
-    Files are embedded in a background thread while the next ones are parsed, and each goes into the
-    (cached) store as soon as its vectors are ready; the store is saved and the rows written every
-    INGEST_CHECKPOINT_CHUNKS chunks, so a crash loses at most one checkpoint.
+    Files are embedded in a background thread while the next ones are parsed; the store is changed and
+    saved, and the rows written, every INGEST_CHECKPOINT_CHUNKS chunks, so a crash loses at most one
+    checkpoint.
     """
     kb = get_kb(kb_name)
     options = options or default_chunking()
@@ -252,8 +253,8 @@ def ingest_files(
                 file_repo.record_error(kb_name, parsed.file_name, parsed.error)
                 continue
             writer.submit(parsed)
-            writer.store_ready()
-        writer.store_ready(wait=True)
+            writer.collect_ready()
+        writer.collect_ready(wait=True)
         writer.checkpoint()
         report.embed_seconds, report.reused_chunks = embedder.seconds, embedder.reused
     report.seconds = time.perf_counter() - started
@@ -261,11 +262,13 @@ def ingest_files(
 
 
 class _FileWriter:
-    """Puts parsed files into the store one at a time, in order, as their vectors arrive.
+    """Stores parsed files in order as their vectors arrive, a checkpoint at a time.
 
-    A file counts as stored (the "stored" progress event) once it is in the cached store, where searches
-    see it, as Chatchat's add_doc with not_refresh_vs_cache did. Saving rewrites the whole store, so the
-    save and then the files' DB rows (vectors first, rows after) wait for a checkpoint.
+    A file's "embedded_file" progress event comes as soon as its vectors are ready, so progress follows
+    the work. The store itself changes only at checkpoints, each one change-and-save under the store's
+    file lock: an unsaved change left in memory between lock holds would make this process overwrite
+    what another process (init_database.py beside the API server) saved meanwhile. Vectors first, then
+    the files' DB rows.
     """
 
     def __init__(self, kb_name, embed_model, embedder: BackgroundEmbedder, report, progress, not_refresh: bool):
@@ -274,57 +277,60 @@ class _FileWriter:
         self.progress: ProgressCallback | None = progress
         self.not_refresh = not_refresh
         self.waiting: deque[tuple[ParsedFile, Future]] = deque()
-        self.staged: list[tuple[ParsedFile, FileIngestion]] = []
-        self.staged_chunks = 0
+        self.ready: list[tuple[ParsedFile, np.ndarray]] = []
+        self.ready_chunks = 0
         self.saved_size = 0  # chunks in the store at the last checkpoint
 
     def submit(self, parsed: ParsedFile) -> None:
         self.waiting.append((parsed, self.embedder.submit([text for text, _ in parsed.chunks])))
 
-    def store_ready(self, wait: bool = False) -> None:
-        """Store the waiting files whose vectors are done (all of them, waiting, when ``wait``)."""
+    def collect_ready(self, wait: bool = False) -> None:
+        """Take the waiting files whose vectors are done (all of them, waiting, when ``wait``)."""
         while self.waiting and (wait or self.waiting[0][1].done()):
             parsed, vectors = self.waiting.popleft()
-            self._stage(parsed, vectors.result())
-
-    def _stage(self, parsed: ParsedFile, vectors: np.ndarray) -> None:
-        chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
-
-        def replace_file(store: FaissStore) -> list[str]:
-            store.delete(store.ids_for_source(parsed.file_name))
-            return store.add(chunks, vectors)
-
-        doc_ids = _write_store(self.kb_name, self.embed_model, self.embedder.backend, replace_file, save=False)
-        rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
-        ingestion = FileIngestion(
-            parsed.file_name,
-            parsed.loader_name,
-            parsed.splitter_name,
-            parsed.file_mtime,
-            parsed.file_size,
-            parsed.file_hash,
-            False,
-            rows,
-        )
-        self.staged.append((parsed, ingestion))
-        self.staged_chunks += len(rows)
-        if self.progress:
-            self.progress("stored", parsed)
-        # Each checkpoint rewrites the whole store, so the interval grows with it: the writes
-        # stay linear in its size, and a crash still loses at most a fifth of the work.
-        if self.staged_chunks >= max(get_settings().INGEST_CHECKPOINT_CHUNKS, self.saved_size // 4):
-            self.checkpoint()
+            self.ready.append((parsed, vectors.result()))
+            self.ready_chunks += len(parsed.chunks)
+            if self.progress:
+                self.progress("embedded_file", parsed)
+            # Each checkpoint rewrites the whole store, so the interval grows with it: the writes
+            # stay linear in its size, and a crash still loses at most a fifth of the work.
+            if self.ready_chunks >= max(get_settings().INGEST_CHECKPOINT_CHUNKS, self.saved_size // 4):
+                self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Save the store, then write the rows of the files stored since the last checkpoint."""
-        if not self.staged:
+        """Replace the ready files' chunks and save, in one hold of the store's lock; then write their rows."""
+        if not self.ready:
             return
+        ingestions = []
+
+        def replace_files(store: FaissStore) -> int:
+            for parsed, vectors in self.ready:
+                store.delete(store.ids_for_source(parsed.file_name))
+                chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
+                doc_ids = store.add(chunks, vectors)
+                ingestions.append(_ingestion(parsed, chunks, doc_ids))
+            return len(store)
+
         self.saved_size = _write_store(
-            self.kb_name, self.embed_model, self.embedder.backend, len, save=not self.not_refresh
+            self.kb_name, self.embed_model, self.embedder.backend, replace_files, save=not self.not_refresh
         )
-        file_repo.record_ingestions(self.kb_name, [ingestion for _, ingestion in self.staged])
-        self.report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in self.staged)
-        self.staged, self.staged_chunks = [], 0
+        file_repo.record_ingestions(self.kb_name, ingestions)
+        self.report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in self.ready)
+        self.ready, self.ready_chunks = [], 0
+
+
+def _ingestion(parsed: ParsedFile, chunks: list[StoredChunk], doc_ids: list[str]) -> FileIngestion:
+    rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
+    return FileIngestion(
+        parsed.file_name,
+        parsed.loader_name,
+        parsed.splitter_name,
+        parsed.file_mtime,
+        parsed.file_size,
+        parsed.file_hash,
+        False,
+        rows,
+    )
 
 
 def _previous_vectors(kb_name: str, embed_model: str, file_names: list[str]):

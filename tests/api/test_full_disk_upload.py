@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from server.knowledge_base.vector_stores import FaissStore
+from tests.api.helpers import create_kb
 from tests.helpers.processes import REPO_ROOT
 
 HOOK_DIR = Path(tempfile.mkdtemp(prefix="chatkb_full_disk_"))
@@ -44,8 +45,7 @@ def remove_temp_dir():
 
 @pytest.fixture(scope="module")
 def kb(client):
-    answer = client.post("/knowledge_base/create_knowledge_base", json={"knowledge_base_name": KB}).json()
-    assert answer["code"] == 200, answer
+    create_kb(client, KB)
     return KB
 
 

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.api.helpers import create_kb
+
 FILE_LIMIT = 100_000
 DECLARED = 50 * 1024 * 1024
 SPOOL_DIR = Path(tempfile.mkdtemp(prefix="chatkb_spool_"))  # the server's TMPDIR: where Starlette spools files
@@ -34,8 +36,7 @@ def remove_temp_dir():
 
 @pytest.fixture(scope="module")
 def kb(client):
-    answer = client.post("/knowledge_base/create_knowledge_base", json={"knowledge_base_name": KB}).json()
-    assert answer["code"] == 200, answer
+    create_kb(client, KB)
     return KB
 
 
