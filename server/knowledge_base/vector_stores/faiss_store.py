@@ -33,6 +33,8 @@ import numpy as np
 from server.knowledge_base.keyword_index import BM25Index, KeywordHit, tokenize
 
 CURRENT_FILE = "CURRENT"
+# The files of one generation, <kind>.<gen>.<suffix>, by kind.
+GENERATION_FILES = {"docs": "json", "index": "faiss", "keywords": "json"}
 FORMAT_VERSION = 1
 # Bump when tokenize() changes, so stores saved with the old terms rebuild them on load.
 TOKENIZER_VERSION = 1
@@ -144,8 +146,7 @@ class FaissStore:
         return list(self._ids_by_source.get(source, ()))
 
     # ---- writing -----------------------------------------------------------------
-    def add(self, chunks: list[StoredChunk], vectors: np.ndarray, terms: list[list[str]] | None = None) -> list[str]:
-        """Add chunks with their vectors (and search terms, when the caller tokenized them already)."""
+    def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(chunks), self.dimension):
             raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dimension}), got {vectors.shape}")
@@ -157,8 +158,8 @@ class FaissStore:
         self._next_id += len(chunks)
         if len(chunks):
             self.index.add_with_ids(vectors, int_ids)
-        for position, (chunk, int_id) in enumerate(zip(chunks, int_ids, strict=True)):
-            self._remember(chunk, int(int_id), terms[position] if terms is not None else None)
+        for chunk, int_id in zip(chunks, int_ids, strict=True):
+            self._remember(chunk, int(int_id))
         self.dirty = True
         return [chunk.doc_id for chunk in chunks]
 
@@ -301,8 +302,7 @@ def _write_durably(path: Path, data: bytes) -> None:
 
 def _remove_generation(folder: Path, generation: int) -> None:
     """Remove what a failed save wrote of a generation that never became current."""
-    for kind in ("docs", "index", "keywords"):
-        suffix = "faiss" if kind == "index" else "json"
+    for kind, suffix in GENERATION_FILES.items():
         try:
             (folder / f"{kind}.{generation}.{suffix}").unlink(missing_ok=True)
         except OSError as exc:
@@ -314,7 +314,7 @@ def _remove_other_generations(folder: Path, keep: int) -> None:
         parts = path.name.split(".")
         old_generation = (
             len(parts) == 3
-            and parts[0] in ("docs", "index", "keywords")
+            and parts[0] in GENERATION_FILES
             and parts[1].isdigit()
             and int(parts[1]) != keep
         )
