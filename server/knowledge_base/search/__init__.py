@@ -103,7 +103,7 @@ def rank_candidates(
     if not doc_ids:
         return []
     similarities = store.similarities(query.vector, doc_ids)
-    keyword_scores = np.asarray(store.keyword_scores(query.terms, doc_ids), dtype=np.float64)
+    keyword_scores = _keyword_scores(store, query.terms, doc_ids, keyword_hits)
     if options.mode == "keyword":
         order = np.arange(len(doc_ids))  # already in BM25 order
     else:
@@ -127,6 +127,14 @@ def rank_candidates(
         if len(ranked) == pool:
             break
     return ranked
+
+
+def _keyword_scores(store: FaissStore, terms: list[str], doc_ids: list[str], keyword_hits) -> np.ndarray:
+    """BM25 of every candidate: the keyword side's own scores, and the rest scored for the query."""
+    known = {chunk.doc_id: score for chunk, score in keyword_hits}
+    unscored = [doc_id for doc_id in doc_ids if doc_id not in known]
+    known.update(zip(unscored, store.keyword_scores(terms, unscored), strict=True))
+    return np.array([known[doc_id] for doc_id in doc_ids], dtype=np.float64)
 
 
 def finish(query: PreparedQuery, ranked: list[ScoredChunk], top_k: int, options: SearchOptions) -> list[ScoredChunk]:
