@@ -29,7 +29,8 @@ from server.knowledge_base import paths, service
 from server.knowledge_base.embeddings import list_embedding_models
 from server.knowledge_base.error_paths import relative_paths
 from server.knowledge_base.ingest import ChunkingOptions
-from server.knowledge_base.search.evaluation import EVAL_MODES, Question, evaluate
+from server.knowledge_base.search import SEARCH_MODES
+from server.knowledge_base.search.evaluation import EVAL_MODES, RERANKED_MODE, Question, evaluate
 from server.knowledge_base.vector_stores import ScoredChunk, StoredChunk
 
 # Score given to chunks listed by file name or metadata (no query): 0.2.10's default.
@@ -244,8 +245,8 @@ def matching_file_names(kb_name: str, pattern: str) -> list[str]:
 
 
 def default_eval_modes() -> list[str]:
-    modes = ["vector", "keyword", "hybrid"]
-    return [*modes, "hybrid+rerank"] if security.get_settings().USE_RERANKER else modes
+    modes = list(SEARCH_MODES)
+    return [*modes, RERANKED_MODE] if security.get_settings().USE_RERANKER else modes
 
 
 def parse_eval_modes(raw: str | list[str] | None) -> list[str]:
@@ -263,7 +264,7 @@ def evaluate_retrieval(kb_name: str, questions: list[Question], modes: list[str]
     others without it, whatever USE_RERANKER says, so each row measures one thing."""
 
     def search(question: str, mode: str, k: int) -> list[ScoredChunk]:
-        reranked = mode == "hybrid+rerank"
+        reranked = mode == RERANKED_MODE
         return service.search(kb_name, question, k, 1.0, "hybrid" if reranked else mode, rerank=reranked)
 
     return evaluate(questions, modes, search, top_k)

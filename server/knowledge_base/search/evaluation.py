@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from server.knowledge_base.search import SEARCH_MODES
 from server.knowledge_base.vector_stores.faiss_store import ScoredChunk
 
-EVAL_MODES = ("vector", "keyword", "hybrid", "hybrid+rerank")
+RERANKED_MODE = "hybrid+rerank"
+EVAL_MODES = (*SEARCH_MODES, RERANKED_MODE)
 CUTOFFS = (1, 3, 5)
 MAX_MISSES_LISTED = 50
 
