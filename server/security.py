@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import errno
 import hmac
 import json
 import logging
@@ -364,7 +363,7 @@ def install(app: FastAPI) -> None:
     async def _save_failed(request: Request, exc: StoreSaveFailed) -> JSONResponse:
         # The store kept its last saved state; say why (disk full) instead of a bare 500 OSError.
         logger.error("vector store save failed on %s: %s", request.url.path, exc)
-        status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 500
+        status = 507 if exc.disk_full else 500
         return JSONResponse({"code": status, "msg": f"保存向量库失败：{exc}", "data": None}, status)
 
     @app.exception_handler(StarletteHTTPException)

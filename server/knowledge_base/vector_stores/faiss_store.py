@@ -68,7 +68,8 @@ class StoreSaveFailed(OSError):
     def __init__(self, cause: OSError):
         super().__init__(cause.errno, cause.strerror or str(cause))
         reason = cause.strerror or type(cause).__name__
-        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        self.disk_full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
+        if self.disk_full:
             self.message = f"disk full while saving the vector store ({reason})"
         else:
             self.message = f"could not save the vector store ({reason})"
