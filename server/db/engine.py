@@ -17,7 +17,7 @@ from server.db.models import Base, SchemaInfo
 logger = logging.getLogger(__name__)
 
 # Bump when the models change; upgrades are additive (new tables, new nullable columns).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -77,6 +77,9 @@ def create_tables(url: str | None = None) -> int:
     Base.metadata.create_all(engine)
     _add_missing_columns(engine)
     with session_scope(url) as session:
+        from server.db.repositories.knowledge_base import fill_missing_epochs  # the repositories import this module
+
+        fill_missing_epochs(session)
         info = session.get(SchemaInfo, 1)
         if info is None:
             session.add(SchemaInfo(id=1, version=SCHEMA_VERSION))

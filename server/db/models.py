@@ -29,6 +29,9 @@ class KnowledgeBaseModel(Base):
     embed_model: Mapped[str] = mapped_column(String(50))
     file_count: Mapped[int] = mapped_column(Integer, default=0)
     create_time: Mapped[datetime] = mapped_column(DateTime, default=func.now())
+    # added in schema 2: a new random value each time a knowledge base of this name is created, so
+    # work started on a deleted one cannot write into a new one of the same name (ids get reused)
+    epoch: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
 
 
 class KnowledgeFileModel(Base):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
+import logging
 import os
 import re
 import tempfile
@@ -36,6 +37,8 @@ from server.knowledge_base.vector_stores import ScoredChunk, StoredChunk
 # Score given to chunks listed by file name or metadata (no query): 0.2.10's default.
 LISTING_SCORE = 3.0
 COPY_BLOCK = 1 << 20
+
+logger = logging.getLogger(__name__)
 
 
 class DocumentIn(BaseModel):
@@ -292,6 +295,8 @@ async def stream_from_thread(work: Callable[[Emit], None], on_error: Callable[[E
         try:
             work(emit)
         except Exception as exc:
+            # Logged too: the client may be gone, and this is the only trace of why the work stopped.
+            logger.warning("streamed work stopped: %s", exc)
             emit(on_error(exc))
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, done)

@@ -46,6 +46,12 @@ def kb_path(kb_name: str) -> Path:
     return kb_root() / validate_kb_name(kb_name)
 
 
+def kb_lock_path(kb_name: str) -> Path:
+    """The lock file of a knowledge base's writes. It lives outside the knowledge base's folder, which
+    delete_kb removes while holding it; the dot keeps the folder out of the list of knowledge bases."""
+    return kb_root() / ".locks" / f"{validate_kb_name(kb_name)}.lock"
+
+
 def content_path(kb_name: str) -> Path:
     return kb_path(kb_name) / "content"
 

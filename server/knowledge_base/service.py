@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from filelock import FileLock
 from langchain_core.documents import Document
 
 from configs import get_settings
@@ -45,6 +48,13 @@ logger = logging.getLogger(__name__)
 
 class KnowledgeBaseNotFound(LookupError):
     pass
+
+
+class KnowledgeBaseGone(KnowledgeBaseNotFound):
+    """The knowledge base was deleted (and maybe created again) while an operation on it ran."""
+
+    def __str__(self) -> str:
+        return f"knowledge base {self.args[0]} was deleted while this operation ran; nothing more was written to it"
 
 
 class KnowledgeBaseExists(ValueError):
@@ -130,10 +140,31 @@ def create_kb(kb_name: str, vs_type: str | None = None, embed_model: str | None 
     if kb_exists(kb_name):
         raise KnowledgeBaseExists(kb_name)
     backend = get_embeddings(embed_model)  # fails early with a clear message for an unknown model
-    paths.content_path(kb_name).mkdir(parents=True, exist_ok=True)
-    _write_store(kb_name, embed_model, backend, lambda store: None, force_save=True)
     info = kb_info or settings.KB_INFO.get(kb_name) or f"关于{kb_name}的知识库"
-    kb_repo.upsert_kb(kb_name, info, vs_type, embed_model)
+    # The row (and its new epoch) comes first, so the empty store below is written as this knowledge base's.
+    kb = kb_repo.insert_kb(kb_name, info, vs_type, embed_model)
+    if kb is None:
+        raise KnowledgeBaseExists(kb_name)
+    try:
+        with writing_to(kb):
+            _discard_leftovers(kb_name)
+            paths.content_path(kb_name).mkdir(parents=True, exist_ok=True)
+            _write_store(kb, backend, lambda store: None, force_save=True)
+    except BaseException:
+        kb_repo.delete_kb_row(kb_name)
+        raise
+
+
+def _discard_leftovers(kb_name: str) -> None:
+    """A new knowledge base starts empty: vectors or file rows left under its name without a knowledge base
+    (by older versions, or a crash in delete_kb) belong to no one. Files in content/ stay: they are the
+    user's, and only count once ingested."""
+    stale_stores = paths.kb_path(kb_name) / "vector_store"
+    if stale_stores.exists():
+        logger.warning("discarding the vector store left in %s by an earlier knowledge base", stale_stores)
+        shutil.rmtree(stale_stores)
+    get_store_cache().forget_kb(kb_name)
+    file_repo.delete_all_files(kb_name)
 
 
 def ensure_kb(kb_name: str, embed_model: str | None = None) -> KnowledgeBaseRecord:
@@ -143,15 +174,18 @@ def ensure_kb(kb_name: str, embed_model: str | None = None) -> KnowledgeBaseReco
 
 
 def delete_kb(kb_name: str) -> None:
-    get_kb(kb_name)
+    """Remove a knowledge base. Holding its write lock, so work still running on it (a rebuild whose client
+    went away) either finishes first or finds it gone at its next write and stops."""
+    kb = get_kb(kb_name)
     folder = paths.kb_path(kb_name)
-    file_repo.delete_all_files(kb_name)
-    kb_repo.delete_kb_row(kb_name)
-    get_store_cache().forget_kb(kb_name)
-    if folder.is_symlink():
-        folder.unlink()
-    elif folder.exists():
-        shutil.rmtree(folder)
+    with writing_to(kb):
+        file_repo.delete_all_files(kb_name)
+        kb_repo.delete_kb_row(kb_name)
+        get_store_cache().forget_kb(kb_name)
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.exists():
+            shutil.rmtree(folder)
 
 
 def update_info(kb_name: str, kb_info: str) -> None:
@@ -162,21 +196,48 @@ def update_info(kb_name: str, kb_info: str) -> None:
 # ---- vector store access ----------------------------------------------------------------
 
 
+_writes_held = threading.local()
+
+
+@contextmanager
+def writing_to(kb: KnowledgeBaseRecord) -> Iterator[KnowledgeBaseRecord]:
+    """Hold the knowledge base's write lock, and raise KnowledgeBaseGone if it is no longer the knowledge base
+    ``kb`` was read as: deleted, or deleted and created again under the same name (a new epoch).
+
+    Every write to a knowledge base's store or rows happens inside, and delete_kb takes the same lock, so
+    background work on a deleted knowledge base cannot bring it back or write into its successor.
+    Re-entrant within a thread."""
+    held: set[str] = _writes_held.__dict__.setdefault("names", set())
+    if kb.kb_name in held:
+        yield kb
+        return
+    lock_path = paths.kb_lock_path(kb.kb_name)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path)):
+        current = kb_repo.get_kb(kb.kb_name)
+        if current is None or current.epoch != kb.epoch:
+            raise KnowledgeBaseGone(kb.kb_name)
+        held.add(kb.kb_name)
+        try:
+            yield current
+        finally:
+            held.discard(kb.kb_name)
+
+
 def _store_key(kb_name: str, embed_model: str) -> tuple[tuple[str, str], object]:
     return (kb_name, embed_model), paths.vector_store_path(kb_name, embed_model)
 
 
 def _write_store(
-    kb_name,
-    embed_model,
+    kb: KnowledgeBaseRecord,
     backend: EmbeddingBackend,
     change: Callable[[FaissStore], object],
     *,
     force_save: bool = False,
     save: bool = True,
 ):
-    key, folder = _store_key(kb_name, embed_model)
-    with get_store_cache().write(key, folder, backend.dimension, save=save) as store:
+    key, folder = _store_key(kb.kb_name, kb.embed_model)
+    with writing_to(kb), get_store_cache().write(key, folder, backend.dimension, save=save) as store:
         result = change(store)
         if force_save:
             store.dirty = True
@@ -199,14 +260,15 @@ def _read_store(kb_name: str, embed_model: str, backend: EmbeddingBackend, use: 
 def save_vector_store(kb_name: str) -> None:
     kb = get_kb(kb_name)
     backend = get_embeddings(kb.embed_model)
-    _write_store(kb_name, kb.embed_model, backend, lambda store: None)
+    _write_store(kb, backend, lambda store: None)
 
 
-def clear_vector_store(kb_name: str) -> None:
-    kb = get_kb(kb_name)
+def clear_vector_store(kb_name: str, kb: KnowledgeBaseRecord | None = None) -> None:
+    kb = kb or get_kb(kb_name)
     backend = get_embeddings(kb.embed_model)
-    _write_store(kb_name, kb.embed_model, backend, lambda store: store.clear(), force_save=True)
-    file_repo.delete_all_files(kb_name)
+    with writing_to(kb):
+        _write_store(kb, backend, lambda store: store.clear(), force_save=True)
+        file_repo.delete_all_files(kb_name)
 
 
 # ---- files ------------------------------------------------------------------------------
@@ -220,14 +282,18 @@ def ingest_files(
     progress: ProgressCallback | None = None,
     not_refresh_vs_cache: bool = False,
     workers: int | None = None,
+    kb: KnowledgeBaseRecord | None = None,
 ) -> IngestReport:
     """Parse, embed and store files that are already in content/; a broken file fails alone.
+
+    ``kb``, when given, is the knowledge base as the caller read it: if it is deleted meanwhile, the next
+    write raises KnowledgeBaseGone instead of writing into whatever has the name by then.
 
     Files are embedded in a background thread while the next ones are parsed; the store is changed and
     saved, and the rows written, every INGEST_CHECKPOINT_CHUNKS chunks, so a crash loses at most one
     checkpoint.
     """
-    kb = get_kb(kb_name)
+    kb = kb or get_kb(kb_name)
     options = options or default_chunking()
     check_embedding_model(kb.embed_model)  # a wrong name fails now, not after minutes of OCR
     started = time.perf_counter()
@@ -242,7 +308,7 @@ def ingest_files(
     on_embedded = (lambda count: progress("embedded", count)) if progress else None
     previous = _previous_vectors(kb_name, kb.embed_model, [task.file_name for task in tasks])
     with BackgroundEmbedder(partial(get_embeddings, kb.embed_model), on_embedded, previous) as embedder:
-        writer = _FileWriter(kb_name, kb.embed_model, embedder, report, progress, not_refresh_vs_cache)
+        writer = _FileWriter(kb, embedder, report, progress, not_refresh_vs_cache)
         for parsed in parse_files(tasks, workers):
             report.load_seconds += parsed.load_seconds
             report.split_seconds += parsed.split_seconds
@@ -250,7 +316,8 @@ def ingest_files(
                 progress("parsed", parsed)
             if parsed.error:
                 report.files.append(FileOutcome(parsed.file_name, error=parsed.error))
-                file_repo.record_error(kb_name, parsed.file_name, parsed.error)
+                with writing_to(kb):
+                    file_repo.record_error(kb_name, parsed.file_name, parsed.error)
                 continue
             writer.submit(parsed)
             writer.collect_ready()
@@ -271,8 +338,8 @@ class _FileWriter:
     the files' DB rows.
     """
 
-    def __init__(self, kb_name, embed_model, embedder: BackgroundEmbedder, report, progress, not_refresh: bool):
-        self.kb_name, self.embed_model, self.embedder = kb_name, embed_model, embedder
+    def __init__(self, kb: KnowledgeBaseRecord, embedder: BackgroundEmbedder, report, progress, not_refresh: bool):
+        self.kb, self.embedder = kb, embedder
         self.report: IngestReport = report
         self.progress: ProgressCallback | None = progress
         self.not_refresh = not_refresh
@@ -311,10 +378,9 @@ class _FileWriter:
                 ingestions.append(_ingestion(parsed, chunks, doc_ids))
             return len(store)
 
-        self.saved_size = _write_store(
-            self.kb_name, self.embed_model, self.embedder.backend, replace_files, save=not self.not_refresh
-        )
-        file_repo.record_ingestions(self.kb_name, ingestions)
+        with writing_to(self.kb):
+            self.saved_size = _write_store(self.kb, self.embedder.backend, replace_files, save=not self.not_refresh)
+            file_repo.record_ingestions(self.kb.kb_name, ingestions)
         self.report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in self.ready)
         self.ready, self.ready_chunks = [], 0
 
@@ -359,25 +425,14 @@ def add_custom_docs(kb_name: str, file_name: str, docs: list[Document], *, not_r
         store.delete(store.ids_for_source(file_name))
         return store.add(chunks, vectors)
 
-    doc_ids = _write_store(kb_name, kb.embed_model, backend, replace, save=not not_refresh_vs_cache)
     path = paths.file_path(kb_name, file_name)
     stat = path.stat() if path.is_file() else None
-    rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
-    file_repo.record_ingestions(
-        kb_name,
-        [
-            FileIngestion(
-                file_name,
-                "CustomDocs",
-                "CustomDocs",
-                stat.st_mtime if stat else 0.0,
-                stat.st_size if stat else 0,
-                None,
-                True,
-                rows,
-            )
-        ],
-    )
+    with writing_to(kb):
+        doc_ids = _write_store(kb, backend, replace, save=not not_refresh_vs_cache)
+        rows = [ChunkRow(doc_id, chunk.metadata) for doc_id, chunk in zip(doc_ids, chunks, strict=True)]
+        mtime, size = (stat.st_mtime, stat.st_size) if stat else (0.0, 0)
+        ingestion = FileIngestion(file_name, "CustomDocs", "CustomDocs", mtime, size, None, True, rows)
+        file_repo.record_ingestions(kb_name, [ingestion])
     return len(chunks)
 
 
@@ -405,8 +460,9 @@ def delete_files(
         for name, _ in targets:
             store.delete(store.ids_for_source(name))
 
-    _write_store(kb_name, kb.embed_model, backend, remove, save=not not_refresh_vs_cache)
-    file_repo.delete_files(kb_name, [name for name, _ in targets])
+    with writing_to(kb):
+        _write_store(kb, backend, remove, save=not not_refresh_vs_cache)
+        file_repo.delete_files(kb_name, [name for name, _ in targets])
     if delete_content:
         for _, path in targets:
             if path.is_file() or path.is_symlink():
@@ -511,10 +567,11 @@ def update_docs_by_id(kb_name: str, docs: dict[str, Document]) -> bool:
             updated[doc_id] = metadata
         return updated
 
-    updated = _write_store(kb_name, kb.embed_model, backend, update)
-    if updated is None:
-        return False
-    file_repo.update_chunk_metadata(kb_name, updated)
+    with writing_to(kb):
+        updated = _write_store(kb, backend, update)
+        if updated is None:
+            return False
+        file_repo.update_chunk_metadata(kb_name, updated)
     return True
 
 
@@ -531,11 +588,13 @@ def recreate_vector_store(
     workers: int | None = None,
 ) -> IngestReport:
     """Drop the vectors and file rows of a knowledge base and ingest everything in content/."""
-    record = ensure_kb(kb_name, embed_model)
-    if embed_model and embed_model != record.embed_model:
+    kb = ensure_kb(kb_name, embed_model)
+    if embed_model and embed_model != kb.embed_model:
         get_embeddings(embed_model)
-        kb_repo.upsert_kb(kb_name, record.kb_info, record.vs_type, embed_model)
-    clear_vector_store(kb_name)
+        with writing_to(kb):
+            kb_repo.set_embed_model(kb_name, embed_model)
+        kb = get_kb(kb_name)
+    clear_vector_store(kb_name, kb)
     return ingest_files(
         kb_name,
         paths.list_content_files(kb_name),
@@ -543,6 +602,7 @@ def recreate_vector_store(
         progress=progress,
         not_refresh_vs_cache=not_refresh_vs_cache,
         workers=workers,
+        kb=kb,
     )
 
 

@@ -137,10 +137,10 @@ def summarize_file(kb_name: str, file_name: str, description: str, options: LLMO
     backend = get_embeddings(embed_model)
     vector = backend.embed([text])
     key, folder = _summary_store(kb_name, embed_model)
-    with get_store_cache().write(key, folder, backend.dimension) as store:
+    with service.writing_to(kb), get_store_cache().write(key, folder, backend.dimension) as store:
         store.delete(store.ids_for_source(file_name))
         summary_id = store.add([StoredChunk("", text, metadata)], vector)[0]
-    summary_repo.replace_file_summary(kb_name, file_name, summary_id, text, doc_ids, metadata)
+        summary_repo.replace_file_summary(kb_name, file_name, summary_id, text, doc_ids, metadata)
     return text
 
 

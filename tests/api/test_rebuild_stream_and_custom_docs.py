@@ -130,3 +130,33 @@ def test_custom_docs_for_a_name_that_is_not_a_file(client, api_server):
     remaining = search(client, CUSTOM_KB, query="seagulls and the ferry", top_k=5)
     assert {doc["metadata"]["source"] for doc in remaining} == {"guide.txt"}
     assert search(client, CUSTOM_KB, file_name="FAQ.MD") == []
+
+
+def test_a_rebuild_left_by_its_client_cannot_bring_a_deleted_knowledge_base_back(client, api_server):
+    # Chatchat 0.2.x: the abandoned rebuild wrote vector_store/ back after the delete, the name could not be
+    # deleted again (404), and a new knowledge base of that name returned the deleted documents.
+    name = "abandoned_rebuild_kb"
+    create_kb(client, name)
+    content = api_server.kb_root / name / "content"
+    for index in range(FILES * 2):
+        (content / f"survey_{index}.txt").write_text(_text(index))
+    body = {"knowledge_base_name": name, "chunk_size": 60, "chunk_overlap": 0}
+    with client.stream("POST", "/knowledge_base/recreate_vector_store", json=body) as response:
+        first = json.loads(next(response.iter_text())[6:])
+    assert first["finished"] == 1  # the client goes away after one file; the rebuild runs on in the server
+    deleted = client.post("/knowledge_base/delete_knowledge_base", json=name).json()
+    assert deleted["code"] == 200, deleted
+
+    deadline = time.monotonic() + 180
+    while "was deleted while this operation ran" not in api_server.log(400) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "was deleted while this operation ran" in api_server.log(400), api_server.log()
+    assert not (api_server.kb_root / name).exists()
+    listed = client.get("/knowledge_base/list_knowledge_bases").json()["data"]
+    assert name not in listed
+
+    create_kb(client, name)
+    files = client.get("/knowledge_base/list_files", params={"knowledge_base_name": name}).json()
+    assert files["data"] == []
+    hits = client.post("/knowledge_base/search_docs", json={"knowledge_base_name": name, "query": "otters"}).json()
+    assert hits == []

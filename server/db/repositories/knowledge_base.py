@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server.db.engine import session_scope
 from server.db.models import KnowledgeBaseModel
@@ -18,16 +20,35 @@ class KnowledgeBaseRecord:
     embed_model: str
     file_count: int
     create_time: str | None
+    epoch: str = ""  # which creation of this name the record is (see KnowledgeBaseModel.epoch)
+
+
+def new_epoch() -> str:
+    return uuid.uuid4().hex
+
+
+def fill_missing_epochs(session: Session) -> int:
+    """Give rows made before schema 2 (or by Chatchat) an epoch; done once, by the schema upgrade."""
+    rows = session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.epoch.is_(None))).all()
+    for row in rows:
+        row.epoch = new_epoch()
+    return len(rows)
 
 
 def _to_record(row: KnowledgeBaseModel) -> KnowledgeBaseRecord:
     created = row.create_time.isoformat(sep=" ", timespec="seconds") if row.create_time else None
-    return KnowledgeBaseRecord(row.kb_name, row.kb_info or "", row.vs_type, row.embed_model, row.file_count, created)
+    return KnowledgeBaseRecord(
+        row.kb_name, row.kb_info or "", row.vs_type, row.embed_model, row.file_count, created, row.epoch or ""
+    )
+
+
+def _row(session: Session, kb_name: str) -> KnowledgeBaseModel | None:
+    return session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)).first()
 
 
 def get_kb(kb_name: str) -> KnowledgeBaseRecord | None:
     with session_scope() as session:
-        row = session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)).first()
+        row = _row(session, kb_name)
         return _to_record(row) if row else None
 
 
@@ -39,19 +60,29 @@ def list_kbs() -> list[KnowledgeBaseRecord]:
         return [_to_record(row) for row in rows]
 
 
-def upsert_kb(kb_name: str, kb_info: str, vs_type: str, embed_model: str) -> None:
+def insert_kb(kb_name: str, kb_info: str, vs_type: str, embed_model: str) -> KnowledgeBaseRecord | None:
+    """Add the row of a new knowledge base with a fresh epoch; None if the name is taken."""
     with session_scope() as session:
-        row = session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)).first()
-        if row is None:
-            session.add(KnowledgeBaseModel(kb_name=kb_name, kb_info=kb_info, vs_type=vs_type, embed_model=embed_model))
-        else:
-            row.vs_type, row.embed_model = vs_type, embed_model
-            row.kb_info = kb_info or row.kb_info
+        if _row(session, kb_name) is not None:
+            return None
+        row = KnowledgeBaseModel(
+            kb_name=kb_name, kb_info=kb_info, vs_type=vs_type, embed_model=embed_model, epoch=new_epoch()
+        )
+        session.add(row)
+        session.flush()
+        return _to_record(row)
+
+
+def set_embed_model(kb_name: str, embed_model: str) -> None:
+    with session_scope() as session:
+        row = _row(session, kb_name)
+        if row is not None:
+            row.embed_model = embed_model
 
 
 def update_kb_info(kb_name: str, kb_info: str) -> bool:
     with session_scope() as session:
-        row = session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)).first()
+        row = _row(session, kb_name)
         if row is None:
             return False
         row.kb_info = kb_info

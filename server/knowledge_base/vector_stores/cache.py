@@ -45,6 +45,8 @@ class StoreHandle:
         return self.store
 
     def save(self) -> None:
+        if not self.folder.is_dir():  # its knowledge base was deleted: saving would bring the folder back
+            return
         with self.lock, FileLock(str(self.folder / LOCK_FILE)):
             if self.store is not None and self.store.dirty:
                 self.store.save(self.folder)
