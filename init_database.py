@@ -4,11 +4,14 @@ Examples:
   python init_database.py --recreate-vs            rebuild every knowledge base from its files
   python init_database.py -i -n samples            add files new to content/ (resumes a killed run)
   python init_database.py --prune-db -n samples    forget files deleted from content/
+  python init_database.py --check                  report where the database, vector stores and content/ disagree
+  python init_database.py --repair                 fix that (re-embeds only chunks whose vectors are gone)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -23,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Only one main action runs per call, in this order of precedence: --recreate-vs, --import-db, "
-        "--update-in-db, --increment, --prune-db, --prune-folder. --create-tables and --clear-tables run first.",
+        "--update-in-db, --increment, --prune-db, --prune-folder, --repair, --check. --create-tables and "
+        "--clear-tables run first.",
     )  # fmt: skip
     parser.add_argument(
         "-r",
@@ -63,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prune-folder", action="store_true", help="delete files in content/ that the database does not know"
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="report orphan or missing chunks, files listed but not on disk (or on disk but not listed), a stale "
+        "keyword index, wrong counts, unreadable stores; exit status 1 if anything is wrong",
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="fix what --check reports: adopts or removes orphan chunks, forgets files gone from content/, "
+        "ingests files not listed, re-embeds only chunks whose vectors are gone",
+    )
+    parser.add_argument("--json", action="store_true", help="with --check or --repair: print the report as JSON")
     parser.add_argument(
         "-n",
         "--kb-name",
@@ -127,10 +144,34 @@ def print_summary(reports, elapsed: float) -> None:
             print(f"  FAILED {report.kb_name}/{name}: {reason}")
 
 
+def check_or_repair(kb_names: list[str], *, repair: bool, as_json: bool) -> int:
+    """Print what disagrees (and what a repair did); 1 when something is (still) wrong."""
+    from server.knowledge_base import consistency
+
+    reports = consistency.check_all(kb_names or None, repair=repair)
+    if as_json:
+        print(json.dumps([report.to_dict() for report in reports], ensure_ascii=False, indent=2))
+    for report in [] if as_json else reports:
+        print(f"{report.kb_name}: {'ok' if not report.problems else f'{len(report.problems)} problem(s)'}")
+        for problem in report.problems:
+            where = f" {problem.file_name}" if problem.file_name else ""
+            chunks = f" ({problem.chunks} chunks)" if problem.chunks else ""
+            verb = "repaired" if repair and problem not in (report.remaining or []) else "fix"
+            print(f"  {problem.kind}{where}{chunks}: {verb}: {problem.action}")
+        for problem in report.remaining or []:
+            print(f"  STILL WRONG {problem.kind} {problem.file_name} {problem.detail}")
+    if not repair and not as_json and any(report.problems for report in reports):
+        print("run `python init_database.py --repair` to fix these")
+    return 0 if all(report.ok for report in reports) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    actions = [args.recreate_vs, args.import_db, args.update_in_db, args.increment, args.prune_db, args.prune_folder]
+    actions = [
+        args.recreate_vs, args.import_db, args.update_in_db, args.increment, args.prune_db, args.prune_folder,
+        args.repair, args.check,
+    ]  # fmt: skip
     if not any(actions) and not (args.create_tables or args.clear_tables):
         build_parser().print_help()
         return 0
@@ -148,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.create_tables:
         print(f"database tables ready at {settings.database_url}")
 
+    if (args.check or args.repair) and not any(actions[:-2]):
+        return check_or_repair(args.kb_name, repair=args.repair, as_json=args.json)
     kb_names = args.kb_name or paths.list_kb_folders()
     for name in kb_names:
         paths.validate_kb_name(name)

@@ -187,3 +187,53 @@ def list_errors(kb_name: str) -> dict[str, str]:
     with session_scope() as session:
         rows = session.scalars(select(FileErrorModel).where(FileErrorModel.kb_name == kb_name))
         return {row.file_name: row.error for row in rows}
+
+
+def chunk_ids_by_file(kb_name: str) -> dict[str, list[str]]:
+    """Every file's chunk ids as the database lists them (files without chunks included)."""
+    with session_scope() as session:
+        by_file: dict[str, list[str]] = {
+            name: []
+            for name in session.scalars(
+                select(KnowledgeFileModel.file_name).where(KnowledgeFileModel.kb_name == kb_name)
+            )
+        }
+        rows = session.execute(
+            select(FileDocModel.file_name, FileDocModel.doc_id).where(FileDocModel.kb_name == kb_name)
+        )
+        for file_name, doc_id in rows:
+            by_file.setdefault(file_name, []).append(doc_id)
+        return by_file
+
+
+def _chunk_counts(session: Session, kb_name: str) -> dict[str, int]:
+    query = select(FileDocModel.file_name, func.count()).where(FileDocModel.kb_name == kb_name)
+    return dict(session.execute(query.group_by(FileDocModel.file_name)).all())
+
+
+def wrong_counts(kb_name: str) -> list[str]:
+    """Files whose docs_count differs from their chunk rows (and "" if the knowledge base's file_count is off)."""
+    with session_scope() as session:
+        chunk_counts = _chunk_counts(session, kb_name)
+        files = session.scalars(select(KnowledgeFileModel).where(KnowledgeFileModel.kb_name == kb_name)).all()
+        wrong = [row.file_name for row in files if row.docs_count != chunk_counts.get(row.file_name, 0)]
+        kb = session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)).first()
+        if kb is not None and kb.file_count != len(files):
+            wrong.append("")
+        return wrong
+
+
+def fix_counts(kb_name: str) -> None:
+    with session_scope() as session:
+        chunk_counts = _chunk_counts(session, kb_name)
+        for row in session.scalars(select(KnowledgeFileModel).where(KnowledgeFileModel.kb_name == kb_name)):
+            row.docs_count = chunk_counts.get(row.file_name, 0)
+        _refresh_file_count(session, kb_name)
+
+
+def delete_chunk_rows(kb_name: str, doc_ids: list[str]) -> None:
+    """Forget single chunks (whose vectors are gone); fix_counts brings the files' counts up to date."""
+    if not doc_ids:
+        return
+    with session_scope() as session:
+        session.execute(delete(FileDocModel).where(FileDocModel.kb_name == kb_name, FileDocModel.doc_id.in_(doc_ids)))

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +146,24 @@ class FaissStore:
 
     def ids_for_source(self, source: str) -> list[str]:
         return list(self._ids_by_source.get(source, ()))
+
+    def sources(self) -> dict[str, list[str]]:
+        """Every source file's chunk ids, in insertion order."""
+        return {source: list(ids) for source, ids in self._ids_by_source.items()}
+
+    def stale_keyword_ids(self) -> list[str]:
+        """Chunks whose keyword-index terms are not what their text gives (a damaged or mismatched keyword file)."""
+        return [
+            doc_id
+            for doc_id, chunk in self.chunks.items()
+            if self.keywords.term_counts(self._int_ids[doc_id]) != Counter(tokenize(chunk.page_content))
+        ]
+
+    def reindex_keywords(self, doc_ids: list[str]) -> None:
+        """Make these chunks' keyword terms again from their stored text; the vectors stay as they are."""
+        for doc_id in doc_ids:
+            self.keywords.add(self._int_ids[doc_id], tokenize(self.chunks[doc_id].page_content))
+        self.dirty = self.dirty or bool(doc_ids)
 
     # ---- writing -----------------------------------------------------------------
     def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
@@ -314,10 +333,7 @@ def _remove_other_generations(folder: Path, keep: int) -> None:
     for path in folder.iterdir():
         parts = path.name.split(".")
         old_generation = (
-            len(parts) == 3
-            and parts[0] in GENERATION_FILES
-            and parts[1].isdigit()
-            and int(parts[1]) != keep
+            len(parts) == 3 and parts[0] in GENERATION_FILES and parts[1].isdigit() and int(parts[1]) != keep
         )
         leftover_temporary = path.name.startswith(".") and path.name.endswith(".tmp")
         if old_generation or leftover_temporary:
