@@ -260,6 +260,11 @@ class _Endpoints:
         body = {"knowledge_base_name": knowledge_base_name, "kb_info": kb_info}
         return self._call(_Request("POST", "/knowledge_base/update_info", json=body))
 
+    def check_consistency(self, knowledge_base_name: str, repair: bool = False):
+        """Where database, vector store and content/ disagree; with repair, fix it (our extension)."""
+        body = {"knowledge_base_name": knowledge_base_name, "repair": repair}
+        return self._call(_Request("POST", "/knowledge_base/check_consistency", json=body, timeout=600))
+
     def list_kb_docs(self, knowledge_base_name: str):
         params = {"knowledge_base_name": knowledge_base_name}
         return self._call(_Request("GET", "/knowledge_base/list_files", params=params))

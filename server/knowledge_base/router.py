@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from configs import get_settings
 from server import security
 from server.db.repositories import summary as summary_repo
-from server.knowledge_base import api_service, paths, service, summary
+from server.knowledge_base import api_service, consistency, paths, service, summary
 from server.knowledge_base.api_service import DocumentIn
 from server.knowledge_base.embeddings import get_embeddings
 from server.knowledge_base.paths import UnsafeName
@@ -351,6 +351,28 @@ def recreate_vector_store(
         return {"code": 500, "msg": f"重建知识库‘{kb}’时出错：{exc}"}
 
     return event_stream(api_service.stream_from_thread(work, on_error))
+
+
+# ---- check and repair -----------------------------------------------------------------------------
+
+
+@router.post(
+    "/check_consistency", response_model=BaseResponse, summary="检查（并可修复）数据库、向量库与 content/ 之间的不一致"
+)
+def check_consistency(
+    knowledge_base_name: Annotated[str | None, Body(description="知识库名称；为空时检查全部知识库")] = None,
+    repair: Annotated[bool, Body(description="同时修复：能复用已存向量时不重新向量化")] = False,
+) -> BaseResponse:
+    names = None
+    if knowledge_base_name:
+        security.check_kb_name(knowledge_base_name)
+        if not service.kb_exists(knowledge_base_name) and not paths.kb_path(knowledge_base_name).is_dir():
+            return not_found(knowledge_base_name)
+        names = [knowledge_base_name]
+    reports = consistency.check_all(names, repair=repair)
+    ok = all(report.ok for report in reports)
+    msg = ("修复完成" if ok else "修复后仍有问题") if repair else ("未发现问题" if ok else "发现不一致，可修复")
+    return envelope(200, msg, [report.to_dict() for report in reports])
 
 
 # ---- retrieval evaluation -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import streamlit as st
 from webui_pages.api_client import ApiClient, is_error_event
 from webui_pages.common import ServiceStatus, flash, report, server_configs, show_flashes
 from webui_pages.i18n import t
+from webui_pages.knowledge_base.consistency import consistency_section
 from webui_pages.knowledge_base.retrieval_test import retrieval_test_tab
 
 NEW_KB = "__new_kb__"
@@ -44,6 +45,7 @@ def knowledge_base_page(api: ApiClient, status: ServiceStatus) -> None:
         chunking = chunking_settings(settings)
         upload_section(api, picked, chunking)
         rebuild_section(api, picked, chunking)
+        consistency_section(api, picked)
         files = files_section(api, picked, chunking)
         chunks_section(api, picked, files)
     with retrieval_tab:
