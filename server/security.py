@@ -51,6 +51,8 @@ PUBLIC_PATHS = frozenset({"/health", "/", "/docs", "/docs/oauth2-redirect", "/re
 PUBLIC_PREFIXES = ("/static-offline-docs/",)
 # Routes whose multipart files are capped by MAX_UPLOAD_FILE_SIZE while they stream in.
 UPLOAD_PATHS = frozenset({"/knowledge_base/upload_docs", "/knowledge_base/upload_temp_docs"})
+# The retrieval evaluation's questions file, capped by MAX_EVAL_QUESTIONS_FILE_SIZE the same way.
+EVALUATION_UPLOAD_PATHS = frozenset({"/knowledge_base/evaluate_retrieval"})
 
 
 # ---- names --------------------------------------------------------------------------------
@@ -150,10 +152,11 @@ class UploadFileSizeMiddleware:
     The routes' own check (check_upload_size) runs only after the whole body was read and spooled to
     disk; this one counts each file part while the body streams in, so a huge file is cut off early."""
 
-    def __init__(self, app: ASGIApp, limit: int, paths: frozenset[str] = UPLOAD_PATHS):
+    def __init__(self, app: ASGIApp, limit: int, paths: frozenset[str] = UPLOAD_PATHS, setting: str = ""):
         self.app = app
         self.limit = limit
         self.paths = paths
+        self.setting = setting  # named in the refusal when it is not MAX_UPLOAD_FILE_SIZE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         boundary = _multipart_boundary(scope) if scope["type"] == "http" and scope["path"] in self.paths else None
@@ -161,7 +164,7 @@ class UploadFileSizeMiddleware:
         if boundary is None or (declared is not None and declared <= self.limit):  # no file can pass the limit
             await self.app(scope, receive, send)
             return
-        counter = _FilePartCounter(boundary, self.limit)
+        counter = _FilePartCounter(boundary, self.limit, self.setting)
 
         async def counting_receive() -> Message:
             message = await receive()
@@ -178,8 +181,9 @@ class UploadFileSizeMiddleware:
 class _FilePartCounter:
     """Feeds a multipart body to python-multipart's streaming parser and counts each file part's bytes."""
 
-    def __init__(self, boundary: bytes, limit: int):
+    def __init__(self, boundary: bytes, limit: int, setting: str = ""):
         self.limit = limit
+        self.setting = setting
         self.refusal: str | None = None  # the 413 message, once a file passed the limit
         self._broken = False  # a body the parser refuses is left to the app's own parser to report
         self._header = [b"", b""]
@@ -222,7 +226,8 @@ class _FilePartCounter:
             return
         self._size += end - start
         if self._size > self.limit and self.refusal is None:
-            self.refusal = f"文件 {self._file_name} 超过大小限制 ({self.limit} bytes)"
+            setting = f", {self.setting}" if self.setting else ""
+            self.refusal = f"文件 {self._file_name} 超过大小限制 ({self.limit} bytes{setting})"
 
 
 def _multipart_boundary(scope: Scope) -> bytes | None:
@@ -388,6 +393,12 @@ def install(app: FastAPI) -> None:
     # per-file cap of uploads, then the JSON normalising, which reads only what the caps let through.
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(UploadFileSizeMiddleware, limit=settings.MAX_UPLOAD_FILE_SIZE)
+    app.add_middleware(
+        UploadFileSizeMiddleware,
+        limit=settings.MAX_EVAL_QUESTIONS_FILE_SIZE,
+        paths=EVALUATION_UPLOAD_PATHS,
+        setting="MAX_EVAL_QUESTIONS_FILE_SIZE",
+    )
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.MAX_UPLOAD_REQUEST_SIZE)
     if settings.API_KEYS:
         app.add_middleware(ApiKeyMiddleware, keys=settings.API_KEYS)

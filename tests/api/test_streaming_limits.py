@@ -22,7 +22,11 @@ from tests.api.helpers import create_kb
 FILE_LIMIT = 100_000
 DECLARED = 50 * 1024 * 1024
 SPOOL_DIR = Path(tempfile.mkdtemp(prefix="chatkb_spool_"))  # the server's TMPDIR: where Starlette spools files
-SERVER_ENV = {"CHATCHAT_MAX_UPLOAD_FILE_SIZE": str(FILE_LIMIT), "TMPDIR": str(SPOOL_DIR)}
+SERVER_ENV = {
+    "CHATCHAT_MAX_UPLOAD_FILE_SIZE": str(FILE_LIMIT),
+    "CHATCHAT_MAX_EVAL_QUESTIONS_FILE_SIZE": str(FILE_LIMIT),
+    "TMPDIR": str(SPOOL_DIR),
+}
 KB = "streaming_kb"
 BOUNDARY = "streamlimit"
 UPLOAD_ROUTES = ["/knowledge_base/upload_docs", "/knowledge_base/upload_temp_docs"]
@@ -84,7 +88,7 @@ def spooled_files() -> list[str]:
     return sorted(p.name for p in SPOOL_DIR.iterdir() if p.is_file())
 
 
-@pytest.mark.parametrize("route", UPLOAD_ROUTES)
+@pytest.mark.parametrize("route", [*UPLOAD_ROUTES, "/knowledge_base/evaluate_retrieval"])
 def test_a_file_over_the_limit_is_refused_before_the_body_is_complete(api_server, kb, route):
     """Send a bit more than the limit of the big file, then nothing: the declared 50 MB never arrive,
     so only a server that counts while streaming can answer."""
