@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     # so the file fails alone; the child costs ~0.5 s to start per ingestion and again after each kill.
     PARSE_TIMEOUT_SECONDS: float = Field(0.0, ge=0.0)
     KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
+    # ---- knowledge bases as OpenAI models (the gateway's kb:<name> models, docs/chat.md) ----
+    # More model names for knowledge bases: {"samples-qa": "samples"} answers "samples-qa" from "samples".
+    KB_MODEL_ALIASES: dict[str, str] = {}
+    # The LLM that answers kb: models; empty: the API server's default (the first of LLM_MODELS).
+    KB_MODEL_LLM: str = ""
+    # Append the numbered sources ("[1] [file](link)") to the answer text; they are in "sources" either way.
+    KB_MODEL_CITATIONS: bool = True
 
     # ---- web search --------------------------------------------------------------
     DEFAULT_SEARCH_ENGINE: str = "duckduckgo"
