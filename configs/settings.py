@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     WEBUI_SERVER: ServerAddress = ServerAddress(port=8501)
     FSCHAT_CONTROLLER: ServerAddress = ServerAddress(port=20001)
     FSCHAT_OPENAI_API: ServerAddress = ServerAddress(port=20000)
+    # The MCP server (knowledge-base tools over streamable HTTP at /mcp); startup.py starts it with
+    # --mcp, or with -a/--all-api when MCP_ENABLED is true.
+    MCP_SERVER: ServerAddress = ServerAddress(port=7862)
+    MCP_ENABLED: bool = False
     MODEL_WORKER_BASE_PORT: int = 20002
     # startup.py: how many times a crashed service is started again before the launcher gives up.
     RESTART_CRASHED_SERVICES: int = Field(0, ge=0)

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.chat.conftest import KB_FILES, SCRIPTED_MODEL, ZEPHYR_QUESTION
+from tests.chat.conftest import KB_FILES, SCRIPTED_MODEL, ZEPHYR_QUESTION, create_kb_with_files
 from tests.chat.servers.openai_scripted import scripted_openai
 from tests.helpers.api_server import start_api_server
 from tests.helpers.processes import child_env, free_port, running_process
@@ -79,18 +79,8 @@ def stack(tmp_path_factory):
                 health_url=gateway + "/health",
             )
         )
-        with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as keyed:
-            _create_kb(keyed, api.url)
+        create_kb_with_files(api, KB, KB_FILES, headers={"Authorization": f"Bearer {KEY}"})
         yield {"llm": llm, "api": api, "gateway": gateway}
-
-
-def _create_kb(client: httpx.Client, api_url: str) -> None:
-    created = client.post(f"{api_url}/knowledge_base/create_knowledge_base", json={"knowledge_base_name": KB})
-    assert created.json()["code"] == 200, created.text
-    uploads = [("files", (name, text.encode(), "text/plain")) for name, text in KB_FILES.items()]
-    form = {"knowledge_base_name": KB, "override": "true"}
-    body = client.post(f"{api_url}/knowledge_base/upload_docs", data=form, files=uploads, timeout=300).json()
-    assert body["code"] == 200 and not body["data"]["failed_files"], body
 
 
 @pytest.fixture
