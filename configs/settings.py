@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     # so the file fails alone; the child costs ~0.5 s to start per ingestion and again after each kill.
     PARSE_TIMEOUT_SECONDS: float = Field(0.0, ge=0.0)
     KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
+    # Limits for importing a knowledge-base archive (portable.py): members, total unpacked bytes, and the
+    # unpacked/packed ratio of any member over 1 MiB (zip bombs reach 1000). Content files also obey
+    # MAX_UPLOAD_FILE_SIZE.
+    KB_ARCHIVE_MAX_MEMBERS: int = Field(100_000, ge=1)
+    KB_ARCHIVE_MAX_UNPACKED_BYTES: int = Field(8 * 1024 * 1024 * 1024, ge=1)
+    KB_ARCHIVE_MAX_COMPRESSION_RATIO: float = Field(200.0, ge=1.0)
     # ---- knowledge bases as OpenAI models (the gateway's kb:<name> models, docs/chat.md) ----
     # More model names for knowledge bases: {"samples-qa": "samples"} answers "samples-qa" from "samples".
     KB_MODEL_ALIASES: dict[str, str] = {}
