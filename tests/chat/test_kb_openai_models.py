@@ -148,6 +148,10 @@ def test_the_gateways_own_models_still_answer(client, stack):
     reply = client.chat.completions.create(model=SCRIPTED_MODEL, messages=[{"role": "user", "content": "plain hi"}])
     assert reply.choices[0].message.content == "Echo: plain hi"
     assert "sources" not in (reply.model_extra or {})
+    stream = client.chat.completions.create(
+        model=SCRIPTED_MODEL, messages=[{"role": "user", "content": "streamed hi"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Echo: streamed hi"
 
 
 def test_unknown_knowledge_base_and_missing_key_are_clear_errors(client, stack):
