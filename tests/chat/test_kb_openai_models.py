@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 
-import httpx
 import openai
 import pytest
 
@@ -19,19 +17,11 @@ from tests.chat.conftest import KB_FILES, SCRIPTED_MODEL, ZEPHYR_QUESTION, creat
 from tests.chat.servers.openai_scripted import scripted_openai
 from tests.helpers.api_server import start_api_server
 from tests.helpers.processes import child_env, free_port, running_process
+from tests.helpers.stack import wait_listed
 
 KEY = "kb-models-key"
 KB = "openai_kb"
 ALIAS = "zephyr-helper"
-
-
-def _wait_listed(controller_url: str, name: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if name in httpx.post(controller_url + "/list_models", timeout=5).json()["models"]:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"{name} never registered with the controller")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def stack(tmp_path_factory):
                 health_url=f"http://127.0.0.1:{worker_port}/health",
             )
         )
-        _wait_listed(controller, SCRIPTED_MODEL)
+        wait_listed(controller, SCRIPTED_MODEL, timeout=90)
         api = stack.enter_context(start_api_server(root / "api", **common))
         stack.enter_context(
             running_process(
