@@ -118,3 +118,16 @@ def test_the_api_key_is_required(mcp_stack):
     with pytest.raises(Exception, match="TaskGroup") as refused_client:
         _run(_with_client(mcp_stack["url"], "wrong-key", lambda c: c.list_tools()))
     assert "MCPError" in repr(refused_client.value.exceptions)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_all_api_starts_the_mcp_server_only_when_mcp_enabled(enabled):
+    import startup
+    from configs.settings import Settings
+
+    args = startup.selection(startup.build_parser().parse_args(["--all-api"]))
+    stages, _ = startup.plan_services(args, Settings(MCP_ENABLED=enabled))
+    names = [service.name for stage in stages for service in stage]
+    assert ("mcp" in names) is enabled
+    if enabled:
+        assert names.index("mcp") > names.index("api")  # its tools call the API server
