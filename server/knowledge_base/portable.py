@@ -123,8 +123,11 @@ def export_kb(kb_name: str, destination: Path) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
             archive.writestr(MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1))
-            archive.writestr(CHUNKS, "".join(_chunk_lines(snapshots)))
-            archive.writestr(VECTORS, _vectors_bytes(snapshots, fingerprint.dimension))
+            with archive.open(CHUNKS, "w", force_zip64=True) as handle:
+                for line in _chunk_lines(snapshots):
+                    handle.write(line.encode("utf-8"))
+            with archive.open(VECTORS, "w", force_zip64=True) as handle:
+                _write_vectors(handle, snapshots, fingerprint.dimension)
             archive.writestr(KEYWORDS, json.dumps(_keyword_terms(snapshots), ensure_ascii=False))
             for name in content:
                 archive.write(paths.file_path(kb_name, name), CONTENT_PREFIX + name)
@@ -179,12 +182,17 @@ def _chunk_lines(snapshots) -> Iterator[str]:
             yield json.dumps(line, ensure_ascii=False) + "\n"
 
 
-def _vectors_bytes(snapshots, dimension: int) -> bytes:
-    parts = [s.vectors for s in snapshots if len(s.vectors)]
-    vectors = np.concatenate(parts) if parts else np.zeros((0, dimension), dtype=np.float32)
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(vectors, dtype=np.float32), allow_pickle=False)
-    return buffer.getvalue()
+def _write_vectors(handle: BinaryIO, snapshots, dimension: int) -> None:
+    """One .npy array of every file's vectors, written file by file instead of concatenated in memory."""
+    rows = sum(len(s.vectors) for s in snapshots)
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+        "fortran_order": False,
+        "shape": (rows, dimension),
+    }
+    np.lib.format.write_array_header_1_0(handle, header)
+    for snapshot in snapshots:
+        handle.write(np.ascontiguousarray(snapshot.vectors, dtype="<f4").tobytes())
 
 
 def _keyword_terms(snapshots) -> dict[str, Any]:

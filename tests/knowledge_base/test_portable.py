@@ -242,3 +242,14 @@ def test_a_header_that_understates_a_member_is_caught_while_reading(roots, tmp_p
     with pytest.raises(portable.ArchiveRefused, match="content/a.txt"):
         portable.import_kb(archive)
     assert service.list_kbs() == [] and not paths.kb_path("evil").exists()
+
+
+def test_an_empty_knowledge_base_travels_too(roots, tmp_path):
+    roots("a")
+    service.create_kb("empty", kb_info="nothing yet")
+    archive = tmp_path / "empty.zip"
+    assert portable.export_kb("empty", archive)["chunks"] == 0
+    roots("b")
+    result = portable.import_kb(archive)
+    assert (result.kb_name, result.files, result.chunks, result.warnings) == ("empty", 0, 0, [])
+    assert service.get_kb("empty").kb_info == "nothing yet" and service.search("empty", "anything") == []
