@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Only one main action runs per call, in this order of precedence: --recreate-vs, --import-db, "
-        "--update-in-db, --increment, --prune-db, --prune-folder, --repair, --check. --create-tables and "
-        "--clear-tables run first.",
+        "--update-in-db, --increment, --prune-db, --prune-folder, --repair, --check; --export and --import run "
+        "alone. --create-tables and --clear-tables run first.",
     )  # fmt: skip
     parser.add_argument(
         "-r",
@@ -48,6 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--import-db",
         metavar="PATH",
         help="copy knowledge base, file and chunk records from another info.db (e.g. Chatchat's)",
+    )
+    parser.add_argument(
+        "--export",
+        nargs=2,
+        metavar=("KB", "FILE"),
+        help="write knowledge base KB to one zip FILE: files, chunks, vectors, keyword index, settings",
+    )
+    parser.add_argument(
+        "--import",
+        dest="import_archive",
+        metavar="FILE",
+        help="create a knowledge base from an --export zip (named as exported, or by -n NAME; -e picks the "
+        "embedding model); its vectors are kept unless the embedding model differs",
     )
     parser.add_argument(
         "-u",
@@ -165,13 +178,47 @@ def check_or_repair(kb_names: list[str], *, repair: bool, as_json: bool) -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
+def portable_action(args) -> int:
+    """--export or --import; a refused archive or a taken name is a one-line error (exit status 2)."""
+    from server.knowledge_base import portable, service
+    from server.knowledge_base.embeddings import UnknownEmbeddingModel
+    from server.knowledge_base.paths import UnsafeName
+
+    try:
+        if args.export:
+            kb_name, destination = args.export
+            manifest = portable.export_kb(kb_name, Path(destination))
+            print(f"exported {kb_name}: {len(manifest['files'])} files, {manifest['chunks']} chunks -> {destination}")
+            return 0
+        name = args.kb_name[0] if args.kb_name else None
+        with open(args.import_archive, "rb") as archive:
+            result = portable.import_kb(archive, name, args.embed_model)
+    except service.KnowledgeBaseNotFound as exc:
+        print(f"error: no knowledge base named {exc}", file=sys.stderr)
+        return 2
+    except service.KnowledgeBaseExists as exc:
+        print(f"error: a knowledge base named {exc} exists already: import it with -n ANOTHER_NAME", file=sys.stderr)
+        return 2
+    except (portable.ArchiveRefused, UnsafeName, UnknownEmbeddingModel, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(
+        f"imported {result.kb_name}: {result.files} files, {result.chunks} chunks, {result.content_files} files "
+        f"in content/, embedding model {result.embed_model}"
+        f"{' (embedded again)' if result.reembedded else ' (vectors kept)'} in {result.seconds:.1f} s"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    actions = [
+    maintenance = [
         args.recreate_vs, args.import_db, args.update_in_db, args.increment, args.prune_db, args.prune_folder,
-        args.repair, args.check,
     ]  # fmt: skip
+    actions = [*maintenance, args.repair, args.check, args.export, args.import_archive]
     if not any(actions) and not (args.create_tables or args.clear_tables):
         build_parser().print_help()
         return 0
@@ -189,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.create_tables:
         print(f"database tables ready at {settings.database_url}")
 
-    if (args.check or args.repair) and not any(actions[:-2]):
+    if args.export or args.import_archive:
+        return portable_action(args)
+    if (args.check or args.repair) and not any(maintenance):
         return check_or_repair(args.kb_name, repair=args.repair, as_json=args.json)
     kb_names = args.kb_name or paths.list_kb_folders()
     for name in kb_names:

@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a proxy worker for each online model (ONLINE_LLM_MODEL) in --model-name",
     )
     parser.add_argument("-w", "--webui", action="store_true", help="start the web UI (:8501)")
+    parser.add_argument(
+        "--mcp",
+        action="store_true",
+        help="start the MCP server (:7862, knowledge-base tools); -a/--all-api start it when MCP_ENABLED is true",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="children log warnings and errors only")
     parser.add_argument(
         "-i", "--lite", action="store_true", help="no local model workers: online (OpenAI-compatible) models only"
@@ -179,7 +184,7 @@ def selection(args: argparse.Namespace) -> argparse.Namespace:
 def anything_selected(args: argparse.Namespace) -> bool:
     return any(
         (args.all_webui, args.all_api, args.llm_api, args.openai_api, args.model_worker)
-        + (args.api, args.api_worker, args.webui)
+        + (args.api, args.api_worker, args.webui, args.mcp)
     )
 
 
@@ -371,6 +376,10 @@ def plan_services(args: argparse.Namespace, settings) -> tuple[list[list[Service
                 )
             ]
         )
+    if args.mcp or (settings.MCP_ENABLED and (args.all_webui or args.all_api)):
+        m = settings.MCP_SERVER
+        mcp_args = ["-m", "server.mcp_server", "--host", m.host, "--port", str(m.port)]
+        stages.append([Service("mcp", "MCP server", mcp_args, m.url, m.host, m.port, setting="MCP_SERVER.port")])
     if args.webui:
         w = settings.WEBUI_SERVER
         if (ROOT / "webui.py").is_file():
@@ -618,6 +627,8 @@ def banner(supervisor: Supervisor, settings, args) -> str:
             rows.append(f"API server: {service.url} (docs at {service.url}/docs)")
         elif service.name == "webui":
             rows.append(f"web UI: {service.url}")
+        elif service.name == "mcp":
+            rows.append(f"MCP server: {service.url}/mcp (streamable HTTP)")
     if any(s.kind == "worker" for s in supervisor.services):
         rows.append(
             f"workers registered with: {(args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip('/')}"

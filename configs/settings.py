@@ -153,6 +153,19 @@ class Settings(BaseSettings):
     # so the file fails alone; the child costs ~0.5 s to start per ingestion and again after each kill.
     PARSE_TIMEOUT_SECONDS: float = Field(0.0, ge=0.0)
     KB_INFO: dict[str, str] = {"samples": "关于本项目的使用指南与常见问题"}
+    # Limits for importing a knowledge-base archive (portable.py): members, total unpacked bytes, and the
+    # unpacked/packed ratio of any member over 1 MiB (zip bombs reach 1000). Content files also obey
+    # MAX_UPLOAD_FILE_SIZE.
+    KB_ARCHIVE_MAX_MEMBERS: int = Field(100_000, ge=1)
+    KB_ARCHIVE_MAX_UNPACKED_BYTES: int = Field(8 * 1024 * 1024 * 1024, ge=1)
+    KB_ARCHIVE_MAX_COMPRESSION_RATIO: float = Field(200.0, ge=1.0)
+    # ---- knowledge bases as OpenAI models (the gateway's kb:<name> models, docs/chat.md) ----
+    # More model names for knowledge bases: {"samples-qa": "samples"} answers "samples-qa" from "samples".
+    KB_MODEL_ALIASES: dict[str, str] = {}
+    # The LLM that answers kb: models; empty: the API server's default (the first of LLM_MODELS).
+    KB_MODEL_LLM: str = ""
+    # Append the numbered sources ("[1] [file](link)") to the answer text; they are in "sources" either way.
+    KB_MODEL_CITATIONS: bool = True
 
     # ---- web search --------------------------------------------------------------
     DEFAULT_SEARCH_ENGINE: str = "duckduckgo"
@@ -196,6 +209,10 @@ class Settings(BaseSettings):
     WEBUI_SERVER: ServerAddress = ServerAddress(port=8501)
     FSCHAT_CONTROLLER: ServerAddress = ServerAddress(port=20001)
     FSCHAT_OPENAI_API: ServerAddress = ServerAddress(port=20000)
+    # The MCP server (knowledge-base tools over streamable HTTP at /mcp); startup.py starts it with
+    # --mcp, or with -a/--all-api when MCP_ENABLED is true.
+    MCP_SERVER: ServerAddress = ServerAddress(port=7862)
+    MCP_ENABLED: bool = False
     MODEL_WORKER_BASE_PORT: int = 20002
     # startup.py: how many times a crashed service is started again before the launcher gives up.
     RESTART_CRASHED_SERVICES: int = Field(0, ge=0)

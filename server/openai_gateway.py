@@ -16,6 +16,8 @@ Wraps ``fastchat.serve.openai_api_server`` (``/v1/models``, ``/v1/chat/completio
   ``Authorization: Bearer <key>``. ``GET /health`` needs no key.
 - Worker calls wait up to HTTPX_DEFAULT_TIMEOUT; embeddings go to workers in batches of 64
   (FastChat's default of 4 made one request per 4 texts).
+- **Knowledge bases as models** (kb_models.py): ``kb:<name>`` (and KB_MODEL_ALIASES) are listed
+  by ``/v1/models`` and answered by the API server's knowledge-base chat, with sources.
 - ``input`` (embeddings) and ``prompt`` (completions) must be a string or a list of strings:
   token-id arrays, empty lists and other values get a 400 saying so. FastChat decoded token ids
   with tiktoken, which downloads its vocabulary (a bare 500 offline), and the ids are OpenAI's
@@ -41,10 +43,14 @@ os.environ.setdefault("FASTCHAT_WORKER_API_EMBEDDING_BATCH_SIZE", "64")
 import fastchat.serve.openai_api_server as fastchat_gateway  # noqa: E402
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from fastapi import Depends  # noqa: E402
 from fastapi.middleware.cors import CORSMiddleware  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from fastchat.constants import ErrorCode  # noqa: E402
+from fastchat.protocol.openai_api_protocol import ChatCompletionRequest, ModelCard, ModelPermission  # noqa: E402
+from pydantic import ConfigDict  # noqa: E402
 
+from server import kb_models  # noqa: E402
 from server.model_workers.base import CHAT_TEMPLATE_MARKER, normalize_messages  # noqa: E402
 
 # Importing FastChat's server swaps sys.stdout/stderr for loggers; keep the real streams.
@@ -53,6 +59,7 @@ logger = logging.getLogger("chatkb.gateway")
 app = fastchat_gateway.app
 _fastchat_get_gen_params = fastchat_gateway.get_gen_params
 _client: httpx.AsyncClient | None = None
+_api_server = kb_models.ApiServer(_settings.API_SERVER.url, _settings.API_KEYS[0] if _settings.API_KEYS else None)
 
 
 def _http() -> httpx.AsyncClient:
@@ -206,6 +213,48 @@ def _normalize_chat_body(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# ---- knowledge bases as models -------------------------------------------------------------------
+
+# FastChat's two routes are replaced by ones that also know the kb: models. (Its module-level name
+# create_chat_completion is taken by the later /api/v1 route, so the endpoints come from the routes.)
+_REPLACED = ("/v1/models", "/v1/chat/completions")
+_fastchat_models, _fastchat_chat = (
+    next(route.endpoint for route in app.router.routes if getattr(route, "path", None) == path) for path in _REPLACED
+)
+app.router.routes = [route for route in app.router.routes if getattr(route, "path", None) not in _REPLACED]
+
+
+class KbAwareChatRequest(ChatCompletionRequest):
+    # Extra fields (top_k, score_threshold, search_mode, prompt_name) are kept for kb: models.
+    model_config = ConfigDict(extra="allow")
+
+
+@app.get("/v1/models", dependencies=[Depends(fastchat_gateway.check_api_key)])
+async def show_available_models():
+    """FastChat's models, then one per knowledge base (skipped, with a warning, when the API server is down)."""
+    models = await _fastchat_models()
+    try:
+        names = await kb_models.kb_model_names(_http(), _api_server)
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.warning(
+            "knowledge-base models left out: the API server (%s) did not list them: %s", _api_server.url, exc
+        )
+        names = []
+    for name in names:
+        models.data.append(
+            ModelCard(id=name, root=name, owned_by=kb_models.KB_MODEL_OWNER, permission=[ModelPermission()])
+        )
+    return models
+
+
+@app.post("/v1/chat/completions", dependencies=[Depends(fastchat_gateway.check_api_key)])
+async def create_chat_completion(request: KbAwareChatRequest):
+    kb_name = kb_models.kb_name_for(request.model)
+    if kb_name is None:
+        return await _fastchat_chat(request)
+    return await kb_models.chat(_http(), _api_server, request.model, kb_name, request.model_dump(exclude_unset=True))
+
+
 @app.get("/health")
 async def health() -> dict:
     return {"status": "ok", "controller_address": fastchat_gateway.app_settings.controller_address}
@@ -223,8 +272,11 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="comma-separated keys clients must send as Bearer tokens (default: API_KEYS from settings)",
     )
+    parser.add_argument("--api-address", default=settings.API_SERVER.url, help="the API server that answers kb: models")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    global _api_server
+    _api_server = kb_models.ApiServer(args.api_address.rstrip("/"), _api_server.key)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )

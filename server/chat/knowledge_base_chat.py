@@ -7,6 +7,8 @@ rather than letting the model pretend it read something. ``return_direct`` skips
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 
 from fastapi import Request
 from pydantic import Field
@@ -35,6 +37,9 @@ class KnowledgeBaseChatRequest(LLMRequest):
     history: list[History] = Field([], description="past messages [{role, content}]")
     return_direct: bool = Field(False, description="return the sources only, without asking the model")
     search_mode: SearchMode | None = Field(None, description="vector, keyword or hybrid; default SEARCH_MODE")
+    include_sources: bool = Field(
+        False, description="also put the sources as objects (index, title, link, text, score) in the last event"
+    )
 
 
 async def knowledge_base_chat(body: KnowledgeBaseChatRequest, request: Request):
@@ -48,12 +53,31 @@ async def knowledge_base_chat(body: KnowledgeBaseChatRequest, request: Request):
         prompt = build_prompt(template, body.query, hits)
     except ChatError as exc:
         return exc.response()
-    docs = retrieval.format_sources(kb_sources(str(request.base_url), body.knowledge_base_name, hits))
-    return common.event_stream(
-        retrieval.answer_events(
-            body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs, body.return_direct
-        )
+    sources = kb_sources(str(request.base_url), body.knowledge_base_name, hits)
+    docs = retrieval.format_sources(sources)
+    events = retrieval.answer_events(
+        body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs, body.return_direct
     )
+    if body.include_sources:
+        events = _with_sources(events, structured_sources(sources, hits))
+    return common.event_stream(events)
+
+
+def structured_sources(sources: list[retrieval.Source], hits: list[ScoredChunk]) -> list[dict]:
+    """The sources as objects, numbered as in ``docs``: for clients (the OpenAI gateway) that re-format them."""
+    return [
+        {"index": number, "title": source.title, "link": source.link, "text": source.text, "score": float(hit.score)}
+        for number, (source, hit) in enumerate(zip(sources, hits, strict=True), start=1)
+    ]
+
+
+async def _with_sources(events: AsyncIterator[str], sources: list[dict]) -> AsyncIterator[str]:
+    """Add ``sources`` to the event that carries ``docs`` (the last one)."""
+    async for event in events:
+        payload = json.loads(event)
+        if isinstance(payload, dict) and "docs" in payload:
+            event = common.dumps({**payload, "sources": sources})
+        yield event
 
 
 def _require_kb(kb_name: str) -> None:

@@ -15,14 +15,15 @@ from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from langchain_core.documents import Document
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from configs import get_settings
 from server import security
 from server.db.repositories import summary as summary_repo
-from server.knowledge_base import api_service, consistency, paths, service, summary
+from server.knowledge_base import api_service, consistency, paths, portable, service, summary
 from server.knowledge_base.api_service import DocumentIn
-from server.knowledge_base.embeddings import get_embeddings
+from server.knowledge_base.embeddings import UnknownEmbeddingModel, get_embeddings
 from server.knowledge_base.paths import UnsafeName
 from server.knowledge_base.search import SearchMode, UnknownRerankerModel
 from server.knowledge_base.search.evaluation import QuestionsFileError, parse_questions
@@ -373,6 +374,50 @@ def check_consistency(
     ok = all(report.ok for report in reports)
     msg = ("修复完成" if ok else "修复后仍有问题") if repair else ("未发现问题" if ok else "发现不一致，可修复")
     return envelope(200, msg, [report.to_dict() for report in reports])
+
+
+# ---- portable knowledge bases (portable.py) --------------------------------------------------------
+
+
+@router.get("/export_knowledge_base", summary="导出知识库：文件、分块、向量与设置打包为一个 zip", response_model=None)
+def export_knowledge_base(
+    knowledge_base_name: Annotated[str, Query(examples=["samples"])],
+) -> FileResponse | BaseResponse:
+    security.check_kb_name(knowledge_base_name)
+    if not service.kb_exists(knowledge_base_name):
+        return not_found(knowledge_base_name)
+    archive = portable.temporary_export_path()
+    try:
+        portable.export_kb(knowledge_base_name, archive)
+    except BaseException:
+        archive.unlink(missing_ok=True)
+        raise
+    return FileResponse(
+        archive,
+        media_type="application/zip",
+        filename=f"{knowledge_base_name}.zip",
+        background=BackgroundTask(archive.unlink, missing_ok=True),
+    )
+
+
+@router.post("/import_knowledge_base", response_model=BaseResponse, summary="导入 export_knowledge_base 导出的知识库")
+def import_knowledge_base(
+    file: Annotated[UploadFile, File(description="export_knowledge_base 导出的 zip")],
+    knowledge_base_name: Annotated[str, Form(description="新知识库名称；空为导出时的名称")] = "",
+    embed_model: Annotated[str, Form(description="嵌入模型；空为导出时的模型（本机没有时用 EMBEDDING_MODEL）")] = "",
+) -> BaseResponse:
+    if knowledge_base_name:
+        security.check_kb_name(knowledge_base_name)
+    try:
+        result = portable.import_kb(file.file, knowledge_base_name or None, embed_model or None)
+    except portable.ArchiveRefused as exc:
+        return envelope(400, f"无法导入：{exc}")
+    except service.KnowledgeBaseExists as exc:
+        return envelope(409, f"已存在同名知识库 {exc}")
+    except UnknownEmbeddingModel as exc:
+        return envelope(404, str(exc))
+    message = "导入知识库成功" + ("；" + "；".join(result.warnings) if result.warnings else "")
+    return envelope(200, message, asdict(result))
 
 
 # ---- retrieval evaluation -------------------------------------------------------------------------

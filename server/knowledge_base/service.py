@@ -609,3 +609,62 @@ def recreate_vector_store(
 def iter_files_to_increment(kb_name: str) -> Iterator[str]:
     known = set(file_repo.list_file_names(kb_name))
     yield from (name for name in paths.list_content_files(kb_name) if name not in known)
+
+
+# ---- portable knowledge bases (portable.py) -------------------------------------------------
+
+
+@dataclass
+class FileSnapshot:
+    """One ingested file as stored: its record, its chunks and their vectors (row i is chunk i's)."""
+
+    record: FileIngestion
+    chunks: list[StoredChunk]
+    vectors: np.ndarray
+
+
+def snapshot_files(kb_name: str) -> list[FileSnapshot]:
+    """Every ingested file of a knowledge base with its chunks and vectors, read in one hold of the store."""
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+    records = file_repo.list_files(kb_name)
+
+    def read(store: FaissStore) -> list[FileSnapshot]:
+        snapshots = []
+        for record in records:
+            chunks = store.get(store.ids_for_source(record.file_name))
+            _, vectors = store.texts_and_vectors({record.file_name})
+            rows = [ChunkRow(chunk.doc_id, chunk.metadata) for chunk in chunks]
+            ingestion = FileIngestion(
+                record.file_name,
+                record.document_loader_name,
+                record.text_splitter_name,
+                record.file_mtime,
+                record.file_size,
+                record.file_hash,
+                record.custom_docs,
+                rows,
+            )
+            snapshots.append(FileSnapshot(ingestion, chunks, vectors))
+        return snapshots
+
+    return _read_store(kb_name, kb.embed_model, backend, read)
+
+
+def store_snapshots(kb_name: str, snapshots: list[FileSnapshot]) -> int:
+    """Store files' chunks with the vectors given (nothing is embedded), then their rows; returns the chunk count.
+
+    The chunks keep their ids, so an imported knowledge base answers searches as the exported one did."""
+    kb = get_kb(kb_name)
+    backend = get_embeddings(kb.embed_model)
+
+    def replace(store: FaissStore) -> int:
+        for snapshot in snapshots:
+            store.delete(store.ids_for_source(snapshot.record.file_name))
+            store.add(snapshot.chunks, snapshot.vectors)
+        return sum(len(snapshot.chunks) for snapshot in snapshots)
+
+    with writing_to(kb):
+        count = _write_store(kb, backend, replace, force_save=True)
+        file_repo.record_ingestions(kb_name, [snapshot.record for snapshot in snapshots])
+    return count

@@ -107,9 +107,12 @@ def query_db(api: ApiServer, sql: str, params: tuple = ()) -> list[tuple]:
         return connection.execute(sql, params).fetchall()
 
 
-def create_kb_with_files(api: ApiServer, kb_name: str, files: dict[str, str]) -> None:
+def create_kb_with_files(api: ApiServer, kb_name: str, files: dict[str, str], headers: dict | None = None) -> None:
     response = httpx.post(
-        f"{api.url}/knowledge_base/create_knowledge_base", json={"knowledge_base_name": kb_name}, timeout=120
+        f"{api.url}/knowledge_base/create_knowledge_base",
+        json={"knowledge_base_name": kb_name},
+        timeout=120,
+        headers=headers,
     )
     assert response.json()["code"] == 200, response.text
     uploads = [("files", (name, text.encode(), "text/plain")) for name, text in files.items()]
@@ -118,6 +121,7 @@ def create_kb_with_files(api: ApiServer, kb_name: str, files: dict[str, str]) ->
         data={"knowledge_base_name": kb_name, "override": "true"},
         files=uploads,
         timeout=300,
+        headers=headers,
     )
     body = response.json()
     assert body["code"] == 200 and not body["data"]["failed_files"], body

@@ -87,6 +87,16 @@ def _listed_models(controller_url: str) -> list[str]:
         return []
 
 
+def wait_listed(controller_url: str, name: str, timeout: float = 60) -> None:
+    """Wait until a worker serving ``name`` registered with the controller."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if name in _listed_models(controller_url):
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"{name} never registered")
+
+
 def _gateway_up(gateway_url: str) -> bool:
     try:
         return httpx.get(gateway_url + "/health", timeout=5).status_code == 200

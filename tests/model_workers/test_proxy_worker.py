@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import openai
 import pytest
 
 from tests.helpers.processes import child_env, free_port, running_process
+from tests.helpers.stack import wait_listed
 
 pytestmark = pytest.mark.slow
-
-
-def wait_listed(controller_url: str, name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if name in httpx.post(controller_url + "/list_models", timeout=5).json()["models"]:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"{name} never registered")
 
 
 def test_a_proxy_worker_forwards_to_an_openai_compatible_upstream(llm_stack, tmp_path):
