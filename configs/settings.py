@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     HISTORY_LEN: int = Field(3, ge=0)
     MAX_TOKENS: int | None = 2048
     TEMPERATURE: float = Field(0.7, ge=0.0, le=2.0)
+    # Local model workers end an answer (finish_reason "stop") whose tail is one passage of 10+
+    # characters repeated this many times back to back, or one sentence repeated once more than
+    # this in the last 2000 characters; 0 turns the guard off.
+    REPETITION_GUARD_REPEATS: int = Field(3, ge=0)
     FSCHAT_MODEL_WORKERS: dict[str, ModelWorkerConfig] = {}
     ONLINE_LLM_MODEL: dict[str, OnlineModelConfig] = {}
 

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ from server.model_workers.model_paths import (
     hf_folder_for,
     resolve_local_model,
 )
+from server.model_workers.repetition import RepetitionGuard
 
 logger = logging.getLogger("chatkb.worker")
 
@@ -318,8 +320,11 @@ def _partial_stop(text: str, stops: list[str]) -> int:
 
 
 class TransformersWorker(ChatkbWorker):
-    def __init__(self, *, model: LocalModel, device_setting: str, infer_turbo=False, max_context=None, **kwargs):
-        self.backend = create_backend(model, device_setting, infer_turbo, max_context)
+    def __init__(
+        self, *, model: LocalModel, device_setting: str, infer_turbo=False, max_context=None, backend=None, **kwargs
+    ):
+        # ``backend`` lets tests serve a scripted model through the real worker.
+        self.backend = backend or create_backend(model, device_setting, infer_turbo, max_context)
         super().__init__(model_names=[model.name], **kwargs)
         self.tokenizer = self.backend.tokenizer
         self.context_len = self.backend.context_len
@@ -355,32 +360,44 @@ class TransformersWorker(ChatkbWorker):
     async def generate_stream(self, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         from configs import get_settings
 
-        request = GenerationRequest.from_params(params, get_settings().MAX_TOKENS or 1024)
+        settings = get_settings()
+        request = GenerationRequest.from_params(params, settings.MAX_TOKENS or 1024)
+        guard = RepetitionGuard(repeats=settings.REPETITION_GUARD_REPEATS)
         prefix = request.prompt if request.echo else ""
         sent = ""
         prompt_tokens = completion_tokens = 0
         finish: str | None = None
-        async for text, prompt_tokens, completion_tokens, finish in self.backend.stream(request):
-            cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-            elif finish is None:
-                text = text[: len(text) - _partial_stop(text, request.stop)] if request.stop else text
-            if finish is None and text == sent:
-                continue
-            sent = text
-            yield {
-                "text": prefix + text,
-                "error_code": 0,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-                "finish_reason": finish,
-            }
-            if finish is not None:
-                return
+        async with aclosing(self.backend.stream(request)) as stream:
+            async for text, prompt_tokens, completion_tokens, finish in stream:
+                cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                elif finish is None:
+                    text = text[: len(text) - _partial_stop(text, request.stop)] if request.stop else text
+                if finish is None and text != sent and (loop := guard.check(text)) is not None:
+                    # FastChat's protocol knows only "stop" and "length"; the log says why.
+                    logger.warning(
+                        "%s: ended a repeating answer after %d tokens (repeated: %r)",
+                        self.model_names[0],
+                        completion_tokens,
+                        loop.unit[:80],
+                    )
+                    text, finish = text[: loop.keep], "stop"
+                if finish is None and text == sent:
+                    continue
+                sent = text
+                yield {
+                    "text": prefix + text,
+                    "error_code": 0,
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                    "finish_reason": finish,
+                }
+                if finish is not None:
+                    return
 
     async def change_model(self, new_model_name: str) -> dict[str, Any]:
         from configs import get_settings
