@@ -51,7 +51,13 @@ async def knowledge_base_chat(body: KnowledgeBaseChatRequest, request: Request):
     docs = retrieval.format_sources(kb_sources(str(request.base_url), body.knowledge_base_name, hits))
     return common.event_stream(
         retrieval.answer_events(
-            body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs, body.return_direct
+            body,
+            retrieval.Exchange(PROMPT_TYPE, body.query),
+            body.history,
+            prompt,
+            docs,
+            body.return_direct,
+            template=template,
         )
     )
 
