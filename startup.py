@@ -92,6 +92,7 @@ class Service:
     info: dict = field(default_factory=dict)  # the worker's /health answer
     started_at: float = 0.0
     restarts: int = 0
+    progress_at: float = 0.0  # when the launcher last said what this service is doing
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -504,11 +505,25 @@ class Supervisor:
                     if not self.quiet:
                         self.say(f"{service.name} is up ({time.monotonic() - service.started_at:.1f}s)")
                     continue
+                self.report_progress(service)
                 limit = WORKER_START_TIMEOUT if service.kind == "worker" else SERVER_START_TIMEOUT
                 if time.monotonic() - service.started_at > limit:
                     raise ChildFailed(service, f"did not answer {service.url}{service.health_path} within {limit:.0f}s")
             if pending:
                 time.sleep(0.25)
+
+    def report_progress(self, service: Service) -> None:
+        """Every STARTUP_PROGRESS_SECONDS of a slow start, the service's latest log line (a model
+        conversion's step, a progress bar), so a first start does not look hung."""
+        every = self.settings.STARTUP_PROGRESS_SECONDS
+        now = time.monotonic()
+        if self.quiet or not every or now - max(service.started_at, service.progress_at) < every:
+            return
+        service.progress_at = now
+        activity = latest_activity(service.log_path)
+        self.say(
+            f"{service.name}: still starting ({now - service.started_at:.0f}s)" + (f": {activity}" if activity else "")
+        )
 
     def check_alive(self, service: Service, starting: bool = False) -> None:
         code = service.proc.poll() if service.proc else None
@@ -578,6 +593,29 @@ def log_tail(path: Path | None, lines: int = 30) -> str:
         return "(no log)"
     text = text.rsplit("===== ", 1)[-1]  # this run only
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+(?:INFO|WARNING|DEBUG)\s+\S+?:\s*")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def latest_activity(path: Path | None, width: int = 150) -> str:
+    """The last line this run of a service wrote (progress bars rewrite their line with \\r)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 8192))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    text = text.rsplit("===== ", 1)[-1]
+    lines = [_ANSI.sub("", line).strip() for line in re.split(r"[\r\n]+", text)]
+    lines = [line for line in lines[1:] if line] if "startup.py starts" in text else [line for line in lines if line]
+    if not lines:
+        return ""
+    line = _LOG_PREFIX.sub("", lines[-1])
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 # ---- banner ----------------------------------------------------------------------------------

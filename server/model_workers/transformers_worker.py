@@ -111,18 +111,38 @@ def load_tokenizer_and_model(model: LocalModel, device: str):
     folder, gguf_file = hf_folder_for(model)
     trust = gguf_file is None  # local folders may carry their own modelling code (ChatGLM3, ...)
     started = time.monotonic()
+    # A first start converts the GGUF file, silent for a minute otherwise: say what is going on
+    # (startup.py shows these lines, and the de-quantizing progress bar, while it waits).
+    step = _conversion_steps(model.name) if gguf_file is not None else lambda text: None
+    step("reading the tokenizer from the GGUF file")
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file, trust_remote_code=trust)
     dtype = preferred_dtype(device)
+    step("de-quantizing the weights")
     hf_model = AutoModelForCausalLM.from_pretrained(
         str(folder), gguf_file=gguf_file, dtype=dtype if gguf_file is None else torch.float32, trust_remote_code=trust
     )
     if gguf_file is not None and cached_folder(model) is None:
+        step("saving the converted model, so later starts take a second")
         convert_gguf_to_cache(model, tokenizer, hf_model)
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     logger.info("loaded %s from %s on %s (%s) in %.1fs", model.name, folder, device, dtype, time.monotonic() - started)
     return tokenizer, hf_model
+
+
+def _conversion_steps(model_name: str):
+    """A logger of numbered conversion steps ("step 1/3: ...") with the time since the first."""
+    started = time.monotonic()
+    count = 0
+    logger.info("first start of %s: converting its GGUF file (about a minute on a laptop CPU)", model_name)
+
+    def step(text: str) -> None:
+        nonlocal count
+        count += 1
+        logger.info("converting %s, step %d/3 (%.0fs): %s", model_name, count, time.monotonic() - started, text)
+
+    return step
 
 
 class _Cancel(StoppingCriteria):
