@@ -85,7 +85,7 @@ class Service:
     port: int
     health_path: str = "/health"
     setting: str = ""  # which setting decides the port, for error messages
-    kind: str = "server"  # server | worker
+    kind: str = "server"  # server | worker | client (no port of its own: ready once running)
     models: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -372,6 +372,21 @@ def plan_services(args: argparse.Namespace, settings) -> tuple[list[list[Service
                 )
             ]
         )
+    if args.api and settings.FOLDER_SYNC:
+        a = settings.API_SERVER
+        stages.append(
+            [
+                Service(
+                    "folder_sync",
+                    "folder sync",
+                    ["-m", "server.knowledge_base.folder_sync", "--api", a.url, *log_level],
+                    a.url,
+                    a.host,
+                    0,
+                    kind="client",
+                )
+            ]
+        )
     if args.webui:
         w = settings.WEBUI_SERVER
         if (ROOT / "webui.py").is_file():
@@ -410,6 +425,8 @@ def port_in_use(host: str, port: int) -> bool:
 def preflight(stages: list[list[Service]], args, settings) -> None:
     seen: dict[int, str] = {}
     for service in (s for stage in stages for s in stage):
+        if service.kind == "client":
+            continue
         if service.port in seen:
             raise ConfigError(
                 f"port {service.port} is given to both {seen[service.port]} and {service.name}: "
@@ -476,10 +493,14 @@ class Supervisor:
             self.services.append(service)
         service.started_at = time.monotonic()
         if not self.quiet:
-            self.say(f"starting {service.name} on {service.url} (log: {service.log_path})")
+            where = "" if service.kind == "client" else f" on {service.url}"
+            self.say(f"starting {service.name}{where} (log: {service.log_path})")
 
     def is_ready(self, service: Service) -> bool:
         import httpx
+
+        if service.kind == "client":
+            return service.proc is not None and service.proc.poll() is None
 
         try:
             response = httpx.get(service.url + service.health_path, timeout=3)
@@ -656,6 +677,9 @@ def banner(supervisor: Supervisor, settings, args) -> str:
             rows.append(f"API server: {service.url} (docs at {service.url}/docs)")
         elif service.name == "webui":
             rows.append(f"web UI: {service.url}")
+        elif service.name == "folder_sync":
+            followed = ", ".join(f"{kb} <- {folder or 'its content/'}" for kb, folder in settings.FOLDER_SYNC.items())
+            rows.append(f"folder sync: {followed}")
     if any(s.kind == "worker" for s in supervisor.services):
         rows.append(
             f"workers registered with: {(args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip('/')}"

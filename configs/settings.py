@@ -217,6 +217,13 @@ class Settings(BaseSettings):
     MAX_UPLOAD_FILE_SIZE: int = 200 * 1024 * 1024
     MAX_UPLOAD_REQUEST_SIZE: int = 1024 * 1024 * 1024
     UI_LANGUAGE: Literal["zh", "en"] = "zh"
+    # Knowledge bases that follow a folder, {kb_name: folder}; "" is the KB's own content/. startup.py
+    # starts server/knowledge_base/folder_sync.py for them together with the API server.
+    FOLDER_SYNC: dict[str, str] = {}
+    # A file is read once it has not changed for this long (a copy in progress is not read half-way).
+    FOLDER_SYNC_SETTLE_SECONDS: float = Field(1.0, ge=0)
+    # Changes closer together than this form one batch (one request to the API server).
+    FOLDER_SYNC_BATCH_MS: int = Field(500, ge=10)
 
     PROMPT_TEMPLATES: dict[str, dict[str, str]] = DEFAULT_PROMPT_TEMPLATES
 

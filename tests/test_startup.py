@@ -214,3 +214,30 @@ def test_the_latest_activity_is_the_last_line_of_this_run_progress_bars_included
     log.write_text("an earlier run's line\n===== 2026-12-02 12:01:00 startup.py starts model_worker\n")
     assert latest_activity(log) == ""
     assert latest_activity(tmp_path / "missing.log") == ""
+
+
+def test_folder_sync_starts_with_the_api_server_when_settings_ask(tmp_path):
+    api_port = free_port()
+    env = child_env(
+        tmp_path,
+        CHATCHAT_API_SERVER__PORT=str(api_port),
+        CHATCHAT_FOLDER_SYNC='{"notes": ""}',
+        CHATCHAT_FOLDER_SYNC_SETTLE_SECONDS="0.3",
+    )
+    content = tmp_path / "knowledge_base" / "notes" / "content"
+    log = tmp_path / "startup.log"
+    with launched(["--api"], env, log) as proc:
+        deadline = time.monotonic() + 180
+        while "is running" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
+            time.sleep(0.2)
+        assert "folder sync: notes <- its content/" in log.read_text()
+        api = f"http://127.0.0.1:{api_port}"
+        content.mkdir(parents=True, exist_ok=True)  # the knowledge base need not exist: folder sync creates it
+        (content / "hello.txt").write_text("Folder sync started by startup.py ingested this file.")
+        listed = f"{api}/knowledge_base/list_files?knowledge_base_name=notes"
+        while "hello.txt" not in httpx.get(listed, timeout=30).text:
+            assert time.monotonic() < deadline, log_tail(tmp_path / "logs" / "folder_sync.log")
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
