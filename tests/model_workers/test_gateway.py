@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.helpers.processes import child_env, free_port, running_process
+from tests.helpers.stack import streamed_text
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +49,7 @@ def test_streamed_chat_arrives_in_pieces(client, llm_stack):
     stream = client.chat.completions.create(
         model=llm_stack.model_name, messages=QUESTION, max_tokens=32, stream=True, temperature=0
     )
-    pieces, finish = [], None
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            pieces.append(chunk.choices[0].delta.content)
-        if chunk.choices and chunk.choices[0].finish_reason:
-            finish = chunk.choices[0].finish_reason
+    pieces, finish = streamed_text(stream)
     assert len(pieces) > 1 and "".join(pieces).strip()
     assert finish in ("stop", "length")
 

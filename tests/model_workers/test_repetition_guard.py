@@ -8,6 +8,7 @@ import pytest
 
 from server.model_workers.repetition import RepetitionGuard
 from tests.helpers.processes import child_env, free_port, running_process
+from tests.helpers.stack import streamed_text
 
 SENTENCE = "The REST API uses port 7861."
 LOOP = "Sure. " + " ".join([SENTENCE] * 300)
@@ -117,12 +118,7 @@ ASK = [{"role": "user", "content": "Which port does the REST API use?"}]
 def test_a_looping_stream_ends_with_stop_and_the_generation_stops(looping_stack):
     client, record, log = looping_stack
     stream = client.chat.completions.create(model="looping", messages=ASK, max_tokens=2000, stream=True)
-    pieces, finish = [], None
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            pieces.append(chunk.choices[0].delta.content)
-        if chunk.choices and chunk.choices[0].finish_reason:
-            finish = chunk.choices[0].finish_reason
+    pieces, finish = streamed_text(stream)
     text = "".join(pieces)
     assert finish == "stop"
     assert text.startswith("Sure. The REST API uses port 7861.") and text.count("7861") <= 3
