@@ -44,11 +44,13 @@ class RepetitionGuard:
 
     def _repeated_tail(self, text: str) -> Repetition | None:
         tail = text[-self.window :]
-        for size in range(self.min_chars, len(tail) // self.repeats + 1):
-            unit = tail[-size:]
-            if not _is_primitive(unit) or not _has_words(unit):
+        end = len(tail)
+        for size in range(self.min_chars, end // self.repeats + 1):
+            # Cheap test first (checked at every token): the last character recurs one period back.
+            if tail[end - 1] != tail[end - 1 - size]:
                 continue
-            if tail.endswith(unit * self.repeats):
+            unit = tail[-size:]
+            if tail.endswith(unit * self.repeats) and _is_primitive(unit) and _has_words(unit):
                 first_copy_end = _loop_start(text, size, self.repeats) + size
                 return Repetition(unit=unit.strip(), keep=_through_sentence_end(text, first_copy_end))
         return None
