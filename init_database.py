@@ -141,20 +141,67 @@ class ProgressBars:
         self.chunks.close()
 
 
+# What this script says, in the UI language (UI_LANGUAGE): (Chinese, English).
+MESSAGES = {
+    "summary": (
+        "\n汇总：已导入 {ingested}/{files} 个文件，{chunks} 个分块，用时 {elapsed:.1f} 秒",
+        "\nSummary: {ingested}/{files} files ingested, {chunks} chunks, in {elapsed:.1f} s",
+    ),
+    "kb_summary": (
+        "  {kb}：{files} 个文件，{chunks} 个分块（读取 {load:.1f} 秒，切分 {split:.1f} 秒，"
+        "向量化 {embed:.1f} 秒，复用 {reused} 个分块）",
+        "  {kb}: {files} files, {chunks} chunks (load {load:.1f} s, split {split:.1f} s, "
+        "embed {embed:.1f} s, {reused} chunks reused)",
+    ),
+    "failed": ("  失败 {kb}/{name}：{reason}", "  FAILED {kb}/{name}: {reason}"),
+    "loading_embeddings": ("正在加载向量模型 {name} …", "loading the embedding model {name} ..."),
+    "loaded_embeddings": ("向量模型已加载（{seconds:.1f} 秒）", "embedding model loaded in {seconds:.1f} s"),
+    "total_time": ("总计用时： {seconds:.1f} s", "Total time: {seconds:.1f} s"),
+}
+
+
+def message(key: str, **values) -> str:
+    from configs import get_settings
+
+    chinese, english = MESSAGES[key]
+    return (english if get_settings().UI_LANGUAGE == "en" else chinese).format(**values)
+
+
+def load_embedding_model(name: str) -> None:
+    """Load the model before the progress bars start: it takes many seconds that would otherwise
+    sit at 0% with no word of what is happening."""
+    from server.knowledge_base.embeddings import UnknownEmbeddingModel, get_embeddings
+
+    print(message("loading_embeddings", name=name), flush=True)
+    started = time.perf_counter()
+    try:
+        get_embeddings(name)
+    except UnknownEmbeddingModel:
+        return  # the ingestion reports it per knowledge base, as before
+    print(message("loaded_embeddings", seconds=time.perf_counter() - started), flush=True)
+
+
 def print_summary(reports, elapsed: float) -> None:
     files = sum(len(r.files) for r in reports)
     ingested = sum(r.ingested for r in reports)
     chunks = sum(r.chunks for r in reports)
-    print(f"\nSummary: {ingested}/{files} files ingested, {chunks} chunks, in {elapsed:.1f} s")
+    print(message("summary", ingested=ingested, files=files, chunks=chunks, elapsed=elapsed))
     for report in reports:
         if report.files:
             print(
-                f"  {report.kb_name}: {report.ingested} files, {report.chunks} chunks "
-                f"(load {report.load_seconds:.1f} s, split {report.split_seconds:.1f} s, "
-                f"embed {report.embed_seconds:.1f} s, {report.reused_chunks} chunks reused)"
+                message(
+                    "kb_summary",
+                    kb=report.kb_name,
+                    files=report.ingested,
+                    chunks=report.chunks,
+                    load=report.load_seconds,
+                    split=report.split_seconds,
+                    embed=report.embed_seconds,
+                    reused=report.reused_chunks,
+                )
             )
         for name, reason in report.failed.items():
-            print(f"  FAILED {report.kb_name}/{name}: {reason}")
+            print(message("failed", kb=report.kb_name, name=name, reason=reason))
 
 
 def check_or_repair(kb_names: list[str], *, repair: bool, as_json: bool) -> int:
@@ -249,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         options = service.default_chunking()
         if args.workers is not None:
             settings.INGEST_WORKERS = args.workers
+        if kb_names:
+            load_embedding_model(args.embed_model or settings.EMBEDDING_MODEL)
         for kb_name in kb_names:
             total = len(paths.list_content_files(kb_name))
             bars = ProgressBars(kb_name, total, args.quiet)
@@ -266,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.prune_folder:
         for kb_name in kb_names:
             print(f"{kb_name}: deleted {len(migrate.prune_folder(kb_name))} unknown files")
-    print(f"总计用时： {time.perf_counter() - started:.1f} s")
+    print(message("total_time", seconds=time.perf_counter() - started))
     return 1 if any(r.failed for r in reports) and not any(r.ingested for r in reports) else 0
 
 

@@ -85,13 +85,14 @@ class Service:
     port: int
     health_path: str = "/health"
     setting: str = ""  # which setting decides the port, for error messages
-    kind: str = "server"  # server | worker
+    kind: str = "server"  # server | worker | client (no port of its own: ready once running)
     models: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     info: dict = field(default_factory=dict)  # the worker's /health answer
     started_at: float = 0.0
     restarts: int = 0
+    progress_at: float = 0.0  # when the launcher last said what this service is doing
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -380,6 +381,21 @@ def plan_services(args: argparse.Namespace, settings) -> tuple[list[list[Service
         m = settings.MCP_SERVER
         mcp_args = ["-m", "server.mcp_server", "--host", m.host, "--port", str(m.port)]
         stages.append([Service("mcp", "MCP server", mcp_args, m.url, m.host, m.port, setting="MCP_SERVER.port")])
+    if args.api and settings.FOLDER_SYNC:
+        a = settings.API_SERVER
+        stages.append(
+            [
+                Service(
+                    "folder_sync",
+                    "folder sync",
+                    ["-m", "server.knowledge_base.folder_sync", "--api", a.url, *log_level],
+                    a.url,
+                    a.host,
+                    0,
+                    kind="client",
+                )
+            ]
+        )
     if args.webui:
         w = settings.WEBUI_SERVER
         if (ROOT / "webui.py").is_file():
@@ -418,6 +434,8 @@ def port_in_use(host: str, port: int) -> bool:
 def preflight(stages: list[list[Service]], args, settings) -> None:
     seen: dict[int, str] = {}
     for service in (s for stage in stages for s in stage):
+        if service.kind == "client":
+            continue
         if service.port in seen:
             raise ConfigError(
                 f"port {service.port} is given to both {seen[service.port]} and {service.name}: "
@@ -484,10 +502,14 @@ class Supervisor:
             self.services.append(service)
         service.started_at = time.monotonic()
         if not self.quiet:
-            self.say(f"starting {service.name} on {service.url} (log: {service.log_path})")
+            where = "" if service.kind == "client" else f" on {service.url}"
+            self.say(f"starting {service.name}{where} (log: {service.log_path})")
 
     def is_ready(self, service: Service) -> bool:
         import httpx
+
+        if service.kind == "client":
+            return service.proc is not None and service.proc.poll() is None
 
         try:
             response = httpx.get(service.url + service.health_path, timeout=3)
@@ -513,11 +535,25 @@ class Supervisor:
                     if not self.quiet:
                         self.say(f"{service.name} is up ({time.monotonic() - service.started_at:.1f}s)")
                     continue
+                self.report_progress(service)
                 limit = WORKER_START_TIMEOUT if service.kind == "worker" else SERVER_START_TIMEOUT
                 if time.monotonic() - service.started_at > limit:
                     raise ChildFailed(service, f"did not answer {service.url}{service.health_path} within {limit:.0f}s")
             if pending:
                 time.sleep(0.25)
+
+    def report_progress(self, service: Service) -> None:
+        """Every STARTUP_PROGRESS_SECONDS of a slow start, the service's latest log line (a model
+        conversion's step, a progress bar), so a first start does not look hung."""
+        every = self.settings.STARTUP_PROGRESS_SECONDS
+        now = time.monotonic()
+        if self.quiet or not every or now - max(service.started_at, service.progress_at) < every:
+            return
+        service.progress_at = now
+        activity = latest_activity(service.log_path)
+        self.say(
+            f"{service.name}: still starting ({now - service.started_at:.0f}s)" + (f": {activity}" if activity else "")
+        )
 
     def check_alive(self, service: Service, starting: bool = False) -> None:
         code = service.proc.poll() if service.proc else None
@@ -589,6 +625,29 @@ def log_tail(path: Path | None, lines: int = 30) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+(?:INFO|WARNING|DEBUG)\s+\S+?:\s*")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def latest_activity(path: Path | None, width: int = 150) -> str:
+    """The last line this run of a service wrote (progress bars rewrite their line with \\r)."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 8192))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return ""
+    text = text.rsplit("===== ", 1)[-1]
+    lines = [_ANSI.sub("", line).strip() for line in re.split(r"[\r\n]+", text)]
+    lines = [line for line in lines[1:] if line] if "startup.py starts" in text else [line for line in lines if line]
+    if not lines:
+        return ""
+    line = _LOG_PREFIX.sub("", lines[-1])
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 # ---- banner ----------------------------------------------------------------------------------
 
 
@@ -629,6 +688,9 @@ def banner(supervisor: Supervisor, settings, args) -> str:
             rows.append(f"web UI: {service.url}")
         elif service.name == "mcp":
             rows.append(f"MCP server: {service.url}/mcp (streamable HTTP)")
+        elif service.name == "folder_sync":
+            followed = ", ".join(f"{kb} <- {folder or 'its content/'}" for kb, folder in settings.FOLDER_SYNC.items())
+            rows.append(f"folder sync: {followed}")
     if any(s.kind == "worker" for s in supervisor.services):
         rows.append(
             f"workers registered with: {(args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip('/')}"

@@ -24,7 +24,7 @@ PAGES = {"dialogue": dialogue_page, "knowledge_base": knowledge_base_page}
 
 
 def main() -> None:
-    st.set_page_config(page_title=t("app_title"), page_icon="💬", layout="wide")
+    st.set_page_config(page_title=t("app_title"), page_icon=":material/forum:", layout="wide")
     api = get_api()
     with st.sidebar:
         st.title(t("app_title"))

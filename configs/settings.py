@@ -200,6 +200,13 @@ class Settings(BaseSettings):
     HISTORY_LEN: int = Field(3, ge=0)
     MAX_TOKENS: int | None = 2048
     TEMPERATURE: float = Field(0.7, ge=0.0, le=2.0)
+    # The web UI's starting temperature per model (others start at TEMPERATURE): the packaged
+    # 135M model rambles at 0.7 and its model card suggests 0.2.
+    MODEL_TEMPERATURES: dict[str, float] = {DEFAULT_LLM_MODEL: 0.2}
+    # Local model workers end an answer (finish_reason "stop") whose tail is one passage of 10+
+    # characters repeated this many times back to back, or one sentence repeated once more than
+    # this in the last 2000 characters; 0 turns the guard off.
+    REPETITION_GUARD_REPEATS: int = Field(3, ge=0)
     FSCHAT_MODEL_WORKERS: dict[str, ModelWorkerConfig] = {}
     ONLINE_LLM_MODEL: dict[str, OnlineModelConfig] = {}
 
@@ -216,6 +223,9 @@ class Settings(BaseSettings):
     MODEL_WORKER_BASE_PORT: int = 20002
     # startup.py: how many times a crashed service is started again before the launcher gives up.
     RESTART_CRASHED_SERVICES: int = Field(0, ge=0)
+    # startup.py: while a service starts, say every this many seconds what it is doing (its latest
+    # log line: a model conversion's step, a progress bar); 0 stays silent until it is up.
+    STARTUP_PROGRESS_SECONDS: float = Field(10.0, ge=0)
     HTTPX_DEFAULT_TIMEOUT: float = 300.0
     OPEN_CROSS_DOMAIN: bool = False
     API_KEYS: list[str] = []  # when set, every API route but health and docs needs a Bearer key
@@ -224,6 +234,13 @@ class Settings(BaseSettings):
     MAX_UPLOAD_FILE_SIZE: int = 200 * 1024 * 1024
     MAX_UPLOAD_REQUEST_SIZE: int = 1024 * 1024 * 1024
     UI_LANGUAGE: Literal["zh", "en"] = "zh"
+    # Knowledge bases that follow a folder, {kb_name: folder}; "" is the KB's own content/. startup.py
+    # starts server/knowledge_base/folder_sync.py for them together with the API server.
+    FOLDER_SYNC: dict[str, str] = {}
+    # A file is read once it has not changed for this long (a copy in progress is not read half-way).
+    FOLDER_SYNC_SETTLE_SECONDS: float = Field(1.0, ge=0)
+    # Changes closer together than this form one batch (one request to the API server).
+    FOLDER_SYNC_BATCH_MS: int = Field(500, ge=10)
 
     PROMPT_TEMPLATES: dict[str, dict[str, str]] = DEFAULT_PROMPT_TEMPLATES
 
@@ -264,6 +281,10 @@ class Settings(BaseSettings):
         if "device" in config.model_fields_set:
             return config
         return config.model_copy(update={"device": self.LLM_DEVICE})
+
+    def temperature_for(self, model_name: str | None) -> float:
+        """The temperature a chat with this model starts at."""
+        return self.MODEL_TEMPERATURES.get(model_name or "", self.TEMPERATURE)
 
     def public_dict(self) -> dict[str, Any]:
         """Settings safe to show to API clients: no keys, no secrets."""

@@ -68,7 +68,7 @@ def test_bundled_samples_build_with_summary(tmp_path):
     result = run_cli(tmp_path, "--recreate-vs")
     assert result.returncode == 0, result.stderr
     total = len([p for p in (tmp_path / "knowledge_base" / "samples" / "content").rglob("*") if p.is_file()])
-    assert f"Summary: {total}/{total} files ingested" in result.stdout
+    assert f"汇总：已导入 {total}/{total} 个文件" in result.stdout
     assert "总计用时" in result.stdout
     assert file_names(tmp_path, "samples") >= {"faq.csv", "support_notice.png", "guides/quickstart.md"}
 
@@ -76,9 +76,23 @@ def test_bundled_samples_build_with_summary(tmp_path):
 def test_recreate_reports_the_broken_file_and_keeps_the_rest(data_root):
     result = run_cli(data_root, "--recreate-vs", "-n", "ops")
     assert result.returncode == 0, result.stderr
-    assert "Summary: 2/3 files ingested" in result.stdout
-    assert "FAILED ops/broken.txt: binary content" in result.stdout
+    assert "汇总：已导入 2/3 个文件" in result.stdout
+    assert "失败 ops/broken.txt：binary content" in result.stdout
     assert file_names(data_root, "ops") == {"alpha.md", "runbooks/backup.txt"}
+
+
+def test_output_is_in_the_ui_language_and_says_when_the_embedding_model_loads(data_root):
+    env = child_env(data_root, CHATCHAT_UI_LANGUAGE="en")
+    args = [sys.executable, str(REPO_ROOT / "init_database.py"), "--recreate-vs", "-n", "ops"]
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index("loading the embedding model all-MiniLM-L6-v2 ...") < out.index("embedding model loaded in")
+    assert out.index("embedding model loaded in") < out.index("Summary: 2/3 files ingested")
+    assert "FAILED ops/broken.txt: binary content" in out and "Total time:" in out
+    assert not any("\u4e00" <= ch <= "\u9fff" for ch in out), out  # no Chinese line in the English output
+    # the bars (stderr) start after the model is loaded, not at 0% while it loads
+    assert "ops: files" in result.stderr
 
 
 def test_prune_db_forgets_deleted_files_and_prune_folder_keeps_failed_ones(data_root):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import socket
 import subprocess
@@ -180,3 +181,63 @@ def test_with_restart_a_crashed_child_is_started_again_until_the_limit(tmp_path)
         assert proc.wait(timeout=30) == 1
     assert "openai_gateway exited with status -9" in log.read_text()
     assert port_free(controller) and port_free(gateway)
+
+
+def test_a_slow_start_says_what_the_service_is_doing(tmp_path):
+    env, controller, gateway = openai_api_env(tmp_path)
+    env["CHATCHAT_STARTUP_PROGRESS_SECONDS"] = "0.3"  # the gateway takes seconds to import FastChat
+    log = tmp_path / "startup.log"
+    with launched(["-o"], env, log) as proc:
+        wait_until_up(proc, gateway, log)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    lines = [line for line in log.read_text().splitlines() if ": still starting (" in line]
+    assert lines, log.read_text()
+    assert all(re.match(r"^(controller|openai_gateway): still starting \(\d+s\)", line) for line in lines), lines
+
+
+def test_the_latest_activity_is_the_last_line_of_this_run_progress_bars_included(tmp_path):
+    from startup import latest_activity
+
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "an earlier run's line\n===== 2026-12-02 12:00:00 startup.py starts model_worker\n"
+        "2026-12-02 12:00:01,123 INFO chatkb.worker: converting M, step 2/3 (10s): de-quantizing the weights\n"
+        "Converting and de-quantizing GGUF tensors...:  10%|#  | 27/272\r"
+        "Converting and de-quantizing GGUF tensors...:  45%|####5 | 123/272\r"
+    )
+    assert latest_activity(log) == "Converting and de-quantizing GGUF tensors...:  45%|####5 | 123/272"
+    log.write_text(
+        log.read_text() + "\n2026-12-02 12:00:31,001 INFO chatkb.worker: converting M, step 3/3 (30s): saving\n"
+    )
+    assert latest_activity(log) == "converting M, step 3/3 (30s): saving"
+    log.write_text("an earlier run's line\n===== 2026-12-02 12:01:00 startup.py starts model_worker\n")
+    assert latest_activity(log) == ""
+    assert latest_activity(tmp_path / "missing.log") == ""
+
+
+def test_folder_sync_starts_with_the_api_server_when_settings_ask(tmp_path):
+    api_port = free_port()
+    env = child_env(
+        tmp_path,
+        CHATCHAT_API_SERVER__PORT=str(api_port),
+        CHATCHAT_FOLDER_SYNC='{"notes": ""}',
+        CHATCHAT_FOLDER_SYNC_SETTLE_SECONDS="0.3",
+    )
+    content = tmp_path / "knowledge_base" / "notes" / "content"
+    log = tmp_path / "startup.log"
+    with launched(["--api"], env, log) as proc:
+        deadline = time.monotonic() + 180
+        while "is running" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
+            time.sleep(0.2)
+        assert "folder sync: notes <- its content/" in log.read_text()
+        api = f"http://127.0.0.1:{api_port}"
+        content.mkdir(parents=True, exist_ok=True)  # the knowledge base need not exist: folder sync creates it
+        (content / "hello.txt").write_text("Folder sync started by startup.py ingested this file.")
+        listed = f"{api}/knowledge_base/list_files?knowledge_base_name=notes"
+        while "hello.txt" not in httpx.get(listed, timeout=30).text:
+            assert time.monotonic() < deadline, log_tail(tmp_path / "logs" / "folder_sync.log")
+            time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

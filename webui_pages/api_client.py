@@ -82,7 +82,8 @@ def _default_timeout() -> float:
 
 
 def connection_error_message(base_url: str, exc: Exception) -> str:
-    return f"无法连接 API 服务器 {base_url}（{type(exc).__name__}: {exc}）"
+    # Spaces around the address: Markdown would otherwise link the text that follows it too.
+    return f"无法连接 API 服务器 {base_url} （{type(exc).__name__}: {exc}）"
 
 
 def _result_from_response(response: httpx.Response) -> ApiResult:

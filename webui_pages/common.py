@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import streamlit as st
@@ -31,9 +32,17 @@ class ServiceStatus:
     running_models: dict
 
 
+HEALTH_RETRY_DELAYS = (0.3, 1.0)  # a dropped keep-alive connection fails once; a down server keeps failing
+
+
 def check_services(api: ApiClient) -> ServiceStatus:
     """Ask the API server whether it and the LLM are up; never raises."""
     health = api.health()
+    for delay in HEALTH_RETRY_DELAYS:
+        if health.ok:
+            break
+        time.sleep(delay)
+        health = api.health()
     if not health.ok:
         return ServiceStatus(False, health.msg, False, health.msg, {})
     models = api.list_running_models()
@@ -47,9 +56,10 @@ def check_services(api: ApiClient) -> ServiceStatus:
 
 def show_status_banners(status: ServiceStatus) -> None:
     if not status.api_ok:
-        st.error(t("api_down", msg=status.api_msg), icon="🚫")
+        # Material icons: emoji render as empty boxes on machines without an emoji font.
+        st.error(t("api_down", msg=status.api_msg), icon=":material/cloud_off:")
     elif not status.llm_ok:
-        st.warning(t("llm_down", msg=status.llm_msg), icon="⚠️")
+        st.warning(t("llm_down", msg=status.llm_msg), icon=":material/warning:")
 
 
 def flash(kind: str, text: str) -> None:

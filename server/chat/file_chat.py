@@ -39,7 +39,9 @@ async def file_chat(body: FileChatRequest):
     sources = [retrieval.Source(str(h.chunk.metadata.get("source", "")), h.chunk.page_content) for h in hits]
     docs = retrieval.format_sources(sources)
     return common.event_stream(
-        retrieval.answer_events(body, retrieval.Exchange(CHAT_TYPE, body.query), body.history, prompt, docs)
+        retrieval.answer_events(
+            body, retrieval.Exchange(CHAT_TYPE, body.query), body.history, prompt, docs, template=template
+        )
     )
 
 

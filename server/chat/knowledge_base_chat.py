@@ -55,9 +55,8 @@ async def knowledge_base_chat(body: KnowledgeBaseChatRequest, request: Request):
         return exc.response()
     sources = kb_sources(str(request.base_url), body.knowledge_base_name, hits)
     docs = retrieval.format_sources(sources)
-    events = retrieval.answer_events(
-        body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs, body.return_direct
-    )
+    exchange = retrieval.Exchange(PROMPT_TYPE, body.query)
+    events = retrieval.answer_events(body, exchange, body.history, prompt, docs, body.return_direct, template=template)
     if body.include_sources:
         events = _with_sources(events, structured_sources(sources, hits))
     return common.event_stream(events)

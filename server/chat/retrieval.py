@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from configs import get_settings
 from server import signed_links
-from server.chat import common, llm
+from server.chat import common, llm, tag_filter
 from server.chat.common import History, LLMRequest
 
 logger = logging.getLogger(__name__)
@@ -65,9 +65,11 @@ async def answer_events(
     prompt: str,
     docs: list[str],
     return_direct: bool = False,
+    template: str = "",
 ) -> AsyncIterator[str]:
     """Stream the answer, then the sources. Events also carry ``message_id`` (an addition to
-    Chatchat's format, which clients ignore) so that /chat/feedback can score any mode's answer."""
+    Chatchat's format, which clients ignore) so that /chat/feedback can score any mode's answer.
+    ``template`` is the one ``prompt`` was filled from: its tags are removed from the answer."""
     if return_direct:
         yield common.dumps({"docs": docs} if body.stream else {"answer": "", "docs": docs})
         return
@@ -81,7 +83,8 @@ async def answer_events(
     started = time.perf_counter()
     first_token_at = None
     try:
-        async for token in common.stream_tokens(model, messages):
+        tokens = tag_filter.strip_tags(common.stream_tokens(model, messages), tag_filter.template_tags(template))
+        async for token in tokens:
             first_token_at = first_token_at or time.perf_counter()
             answer += token
             if body.stream:

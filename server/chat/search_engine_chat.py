@@ -62,7 +62,7 @@ async def _events(body: SearchEngineChatRequest, template: str) -> AsyncIterator
     prompt = retrieval.build_prompt(template, body.query, context)
     docs = retrieval.format_sources(web_sources(results))
     async for event in retrieval.answer_events(
-        body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs
+        body, retrieval.Exchange(PROMPT_TYPE, body.query), body.history, prompt, docs, template=template
     ):
         yield event
 

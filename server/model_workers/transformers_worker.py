@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ from server.model_workers.model_paths import (
     hf_folder_for,
     resolve_local_model,
 )
+from server.model_workers.repetition import RepetitionGuard
 
 logger = logging.getLogger("chatkb.worker")
 
@@ -109,18 +111,38 @@ def load_tokenizer_and_model(model: LocalModel, device: str):
     folder, gguf_file = hf_folder_for(model)
     trust = gguf_file is None  # local folders may carry their own modelling code (ChatGLM3, ...)
     started = time.monotonic()
+    # A first start converts the GGUF file, silent for a minute otherwise: say what is going on
+    # (startup.py shows these lines, and the de-quantizing progress bar, while it waits).
+    step = _conversion_steps(model.name) if gguf_file is not None else lambda text: None
+    step("reading the tokenizer from the GGUF file")
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file, trust_remote_code=trust)
     dtype = preferred_dtype(device)
+    step("de-quantizing the weights")
     hf_model = AutoModelForCausalLM.from_pretrained(
         str(folder), gguf_file=gguf_file, dtype=dtype if gguf_file is None else torch.float32, trust_remote_code=trust
     )
     if gguf_file is not None and cached_folder(model) is None:
+        step("saving the converted model, so later starts take a second")
         convert_gguf_to_cache(model, tokenizer, hf_model)
     hf_model = hf_model.to(device=device, dtype=dtype).eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     logger.info("loaded %s from %s on %s (%s) in %.1fs", model.name, folder, device, dtype, time.monotonic() - started)
     return tokenizer, hf_model
+
+
+def _conversion_steps(model_name: str):
+    """A logger of numbered conversion steps ("step 1/3: ...") with the time since the first."""
+    started = time.monotonic()
+    count = 0
+    logger.info("first start of %s: converting its GGUF file (about a minute on a laptop CPU)", model_name)
+
+    def step(text: str) -> None:
+        nonlocal count
+        count += 1
+        logger.info("converting %s, step %d/3 (%.0fs): %s", model_name, count, time.monotonic() - started, text)
+
+    return step
 
 
 class _Cancel(StoppingCriteria):
@@ -318,8 +340,11 @@ def _partial_stop(text: str, stops: list[str]) -> int:
 
 
 class TransformersWorker(ChatkbWorker):
-    def __init__(self, *, model: LocalModel, device_setting: str, infer_turbo=False, max_context=None, **kwargs):
-        self.backend = create_backend(model, device_setting, infer_turbo, max_context)
+    def __init__(
+        self, *, model: LocalModel, device_setting: str, infer_turbo=False, max_context=None, backend=None, **kwargs
+    ):
+        # ``backend`` lets tests serve a scripted model through the real worker.
+        self.backend = backend or create_backend(model, device_setting, infer_turbo, max_context)
         super().__init__(model_names=[model.name], **kwargs)
         self.tokenizer = self.backend.tokenizer
         self.context_len = self.backend.context_len
@@ -355,32 +380,44 @@ class TransformersWorker(ChatkbWorker):
     async def generate_stream(self, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         from configs import get_settings
 
-        request = GenerationRequest.from_params(params, get_settings().MAX_TOKENS or 1024)
+        settings = get_settings()
+        request = GenerationRequest.from_params(params, settings.MAX_TOKENS or 1024)
+        guard = RepetitionGuard(repeats=settings.REPETITION_GUARD_REPEATS)
         prefix = request.prompt if request.echo else ""
         sent = ""
         prompt_tokens = completion_tokens = 0
         finish: str | None = None
-        async for text, prompt_tokens, completion_tokens, finish in self.backend.stream(request):
-            cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-            elif finish is None:
-                text = text[: len(text) - _partial_stop(text, request.stop)] if request.stop else text
-            if finish is None and text == sent:
-                continue
-            sent = text
-            yield {
-                "text": prefix + text,
-                "error_code": 0,
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-                "finish_reason": finish,
-            }
-            if finish is not None:
-                return
+        async with aclosing(self.backend.stream(request)) as stream:
+            async for text, prompt_tokens, completion_tokens, finish in stream:
+                cut = min((i for i in (text.find(s) for s in request.stop) if i >= 0), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                elif finish is None:
+                    text = text[: len(text) - _partial_stop(text, request.stop)] if request.stop else text
+                if finish is None and text != sent and (loop := guard.check(text)) is not None:
+                    # FastChat's protocol knows only "stop" and "length"; the log says why.
+                    logger.warning(
+                        "%s: ended a repeating answer after %d tokens (repeated: %r)",
+                        self.model_names[0],
+                        completion_tokens,
+                        loop.unit[:80],
+                    )
+                    text, finish = text[: loop.keep], "stop"
+                if finish is None and text == sent:
+                    continue
+                sent = text
+                yield {
+                    "text": prefix + text,
+                    "error_code": 0,
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                    "finish_reason": finish,
+                }
+                if finish is not None:
+                    return
 
     async def change_model(self, new_model_name: str) -> dict[str, Any]:
         from configs import get_settings

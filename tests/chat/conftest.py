@@ -4,6 +4,7 @@ OpenAI-protocol server (so tests see exactly what reached the model) and a local
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -167,3 +168,8 @@ def chat_api(tmp_path_factory, scripted_llm, searxng, search_apis) -> ApiServer:
     with start_api_server(data_root, **env) as api:
         create_kb_with_files(api, KB_NAME, KB_FILES)
         yield api
+
+
+def echo_of(prompt: str) -> str:
+    """What the scripted model's echo of ``prompt`` reads as once answers lose the template's tags (<问题>…)."""
+    return "Echo: " + re.sub(r"</?[^<>\s]{1,8}>", "", prompt)

@@ -13,7 +13,7 @@ import json
 import openai
 import pytest
 
-from tests.chat.conftest import KB_FILES, SCRIPTED_MODEL, ZEPHYR_QUESTION, create_kb_with_files
+from tests.chat.conftest import KB_FILES, SCRIPTED_MODEL, ZEPHYR_QUESTION, create_kb_with_files, echo_of
 from tests.chat.servers.openai_scripted import scripted_openai
 from tests.helpers.api_server import start_api_server
 from tests.helpers.processes import child_env, free_port, running_process
@@ -100,7 +100,7 @@ def test_non_streamed_answer_comes_from_the_knowledge_base_with_numbered_sources
     prompt = stack["llm"].chat_requests()[-1]["messages"][-1]["content"]
     assert "launch code is 7391" in prompt and ZEPHYR_QUESTION in prompt
     answer, _, citations = text.partition("\n\n---\n")
-    assert answer == "Echo: " + prompt
+    assert answer == echo_of(prompt)
     assert citations.splitlines()[0] == f"[1] [zephyr_project.md]({sources[0]['link']})"
     assert len(citations.splitlines()) == 2
     assert reply.choices[0].finish_reason == "stop" and reply.model == f"kb:{KB}"

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.chat.conftest import KB_FILES, SCRIPTED_MODEL, ZEPHYR_QUESTION, create_kb_with_files, scripted_env
+from tests.chat.conftest import KB_FILES, SCRIPTED_MODEL, ZEPHYR_QUESTION, create_kb_with_files, echo_of, scripted_env
 from tests.chat.servers.openai_scripted import scripted_openai
 from tests.helpers.api_server import start_api_server
 from tests.helpers.processes import child_env, free_port, running_process
@@ -95,7 +95,7 @@ def test_knowledge_base_chat_answers_with_sources(mcp_stack):
     answer = _structured(result)
     prompt = mcp_stack["llm"].chat_requests()[-1]["messages"][-1]["content"]
     assert "launch code is 7391" in prompt
-    assert answer["answer"] == "Echo: " + prompt
+    assert answer["answer"] == echo_of(prompt)
     assert answer["sources"][0]["index"] == 1 and answer["sources"][0]["title"] == "zephyr_project.md"
 
 

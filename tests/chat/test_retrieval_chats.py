@@ -26,6 +26,7 @@ from tests.helpers.api_server import start_api_server
 from tests.helpers.processes import free_port
 
 NO_DOCS = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
+TEMPLATE_TAGS = re.compile(r"</?(?:指令|已知信息|问题)>")  # the default templates' tags, never in answers
 SOURCE = re.compile(r"^出处 \[(\d+)\] \[([^\]]*)\](?:\(([^)]*)\))? \n\n(.*)\n\n$", re.S)
 
 
@@ -65,7 +66,21 @@ def test_kb_chat_answers_from_the_right_file_and_cites_it(chat_api, llm, stream)
     # The retrieved chunk went into the default template, and the model's answer came back.
     prompt = llm.chat_requests()[-1]["messages"][-1]["content"]
     assert "<已知信息>" in prompt and "launch code is 7391" in prompt and ZEPHYR_QUESTION in prompt
-    assert answer == "Echo: " + prompt
+    assert answer == "Echo: " + TEMPLATE_TAGS.sub("", prompt)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_template_tags_the_model_copies_are_removed_from_the_answer(chat_api, llm, stream):
+    # The scripted model streams word by word: "‹/" and " 问题>" arrive as two pieces.
+    llm.set_script([{"content": "端口是 7861。‹/ 问题> 见 <b>API</b> 与 <问题"}])
+    events = post_events(
+        f"{chat_api.url}/chat/knowledge_base_chat",
+        {"query": ZEPHYR_QUESTION, "knowledge_base_name": KB_NAME, "stream": stream},
+    )
+    answer = "".join(e.get("answer", "") for e in events)
+    assert answer == "端口是 7861。 见 <b>API</b> 与 <问题"
+    stored = query_db(chat_api, "SELECT response FROM message WHERE id = ?", (events[-1]["message_id"],))
+    assert stored == [(answer,)]
 
 
 def test_kb_chat_with_nothing_above_threshold_uses_the_empty_template(chat_api, llm):
@@ -167,7 +182,7 @@ def test_search_chat_with_searxng_cites_the_results(chat_api, llm, searxng, stre
     prompt = llm.chat_requests()[-1]["messages"][-1]["content"]
     assert SEARX_RESULTS[0]["content"] in prompt and "how do penguins survive winter" in prompt
     answer = "".join(e.get("answer", "") for e in events)
-    assert answer == "Echo: " + prompt
+    assert answer == "Echo: " + TEMPLATE_TAGS.sub("", prompt)
 
 
 def test_search_chat_with_bing_sends_the_key_and_cites_the_pages(chat_api, llm, search_apis):

@@ -197,3 +197,14 @@ def stop_stack(proc: subprocess.Popen, grace: float = 30.0) -> None:
         with contextlib.suppress(Exception):
             if child.is_running():
                 child.kill()
+
+
+def streamed_text(stream) -> tuple[list[str], str | None]:
+    """The text pieces of an ``openai`` chat stream, and its finish reason."""
+    pieces, finish = [], None
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
+    return pieces, finish

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.helpers.processes import child_env, free_port, running_process
+from tests.helpers.stack import streamed_text
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +49,7 @@ def test_streamed_chat_arrives_in_pieces(client, llm_stack):
     stream = client.chat.completions.create(
         model=llm_stack.model_name, messages=QUESTION, max_tokens=32, stream=True, temperature=0
     )
-    pieces, finish = [], None
-    for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            pieces.append(chunk.choices[0].delta.content)
-        if chunk.choices and chunk.choices[0].finish_reason:
-            finish = chunk.choices[0].finish_reason
+    pieces, finish = streamed_text(stream)
     assert len(pieces) > 1 and "".join(pieces).strip()
     assert finish in ("stop", "length")
 
@@ -199,3 +195,13 @@ def test_a_client_that_disconnects_stops_its_generation(llm_stack):
     while httpx.get(worker + "/health").json()["inflight"] != 0:
         assert time.monotonic() < deadline, "generation went on after the client left"
         time.sleep(0.2)
+
+
+def test_a_real_model_stuck_in_a_loop_is_stopped(client, llm_stack):
+    # Greedy SmolLM2-135M continues this by repeating the sentence until max_tokens.
+    looped = " ".join(["The REST API uses port 7861."] * 5)
+    ask = [{"role": "user", "content": f"{looped} Continue."}]
+    response = client.chat.completions.create(model=llm_stack.model_name, messages=ask, max_tokens=150, temperature=0)
+    assert response.choices[0].finish_reason == "stop"
+    assert response.usage.completion_tokens < 60
+    assert response.choices[0].message.content.count("7861") == 1

@@ -95,6 +95,20 @@ def pick(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=False).first.click()
 
 
+def test_the_first_page_greets_and_shows_the_kb_settings_without_scrolling(stack, page):
+    page.goto(stack["webui"])
+    greeting = page.get_by_test_id("stChatMessage").first
+    greeting.get_by_text("SmolLM2-135M-Instruct").wait_for()
+    assert "LLM 对话" in greeting.inner_text()
+    pick(page, "请选择对话模式", "知识库问答")
+    greeting.get_by_text("samples").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "first-page-greeting.png"))  # the viewport: what a user sees first
+    viewport = page.viewport_size
+    for label in ("请选择知识库", "匹配知识条数", "知识匹配分数阈值"):
+        box = page.get_by_test_id("stSidebar").get_by_text(label).bounding_box()
+        assert box and box["y"] + box["height"] <= viewport["height"], (label, box)
+
+
 def test_kb_question_streams_an_answer_with_sources(stack, page):
     page.goto(stack["webui"])
     page.get_by_test_id("stChatInput").wait_for()
@@ -136,7 +150,7 @@ def test_kb_question_streams_an_answer_with_sources(stack, page):
     chat.fill("Say hello.")
     chat.press("Enter")
     answers.nth(3).get_by_text("反馈", exact=True).click(timeout=180_000)
-    answers.nth(3).get_by_text("👎 不满意").click()
+    answers.nth(3).get_by_text("不满意").click()
     answers.nth(3).get_by_label("原因（可选）").fill("Too short")
     answers.nth(3).get_by_role("button", name="提交反馈").click()
     page.get_by_text("感谢反馈").wait_for()
@@ -189,6 +203,10 @@ def test_upload_a_file_and_see_it_in_the_table(stack, page):
                 raise
     page.get_by_role("button", name="添加文件到知识库").click()
     page.get_by_text("已导入 1 个文件，失败 0 个").first.wait_for(timeout=120_000)
+    # Said once; the summary line counts the new file; the uploader is empty again.
+    assert page.get_by_text("已导入 1 个文件，失败 0 个").count() == 1
+    page.get_by_text("· 2 个文件").wait_for()
+    assert uploader.get_by_text("dock_hours.txt").count() == 0
     table = page.get_by_test_id("stDataFrame")
     table.get_by_text("dock_hours.txt").wait_for(
         state="attached"

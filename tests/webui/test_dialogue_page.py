@@ -51,7 +51,7 @@ def test_llm_down_is_said_and_questions_get_readable_errors(api):
     name = at.session_state["conversations"][at.session_state["conversation_id"]]["name"]
     at.sidebar.button(key="clear").click().run()
     assert not at.exception, at.exception
-    assert not at.chat_message
+    assert [m.name for m in at.chat_message] == ["assistant"]  # only the greeting
     current = at.session_state["conversations"][at.session_state["conversation_id"]]
     assert current["messages"] == [] and current["name"] == name
 
@@ -74,6 +74,52 @@ def test_sidebar_follows_the_mode(api):
     assert not at.exception, at.exception
     assert at.session_state["file_chat_id"], "upload_temp_docs gave an id for file chat"
     assert any(at.session_state["file_chat_id"] in c for c in texts(at.sidebar.caption))
+
+
+def test_an_empty_conversation_greets_with_the_model_and_knowledge_base(api):
+    kb = f"greet_{uuid.uuid4().hex[:8]}"
+    assert api.create_knowledge_base(kb).ok
+    at = new_app()
+    at.run()
+    assert not at.exception, at.exception
+    model = at.sidebar.selectbox(key="llm_model").value
+    greeting = at.chat_message[0].markdown[0].value
+    assert at.chat_message[0].name == "assistant" and f"**{model}（未运行）**" in greeting and "LLM 对话" in greeting
+    at.sidebar.selectbox(key="dialogue_mode").set_value("kb").run()
+    at.sidebar.selectbox(key="chat_kb").set_value(kb).run()
+    greeting = "\n".join(texts(at.chat_message[0].markdown))
+    assert "知识库问答" in greeting and f"知识库 **{kb}**" in greeting
+    api.delete_knowledge_base(kb)
+
+
+def test_the_kb_settings_come_right_after_the_mode(api):
+    at = new_app()
+    at.run()
+    at.sidebar.selectbox(key="dialogue_mode").set_value("kb").run()
+    keys = [w.key for w in at.sidebar if getattr(w, "key", None)]
+    assert keys.index("dialogue_mode") < keys.index("chat_kb") < keys.index("llm_model"), keys
+
+
+@pytest.mark.parametrize(
+    ("env", "model", "expected"),
+    [
+        ({}, "SmolLM2-135M-Instruct", 0.2),  # the packaged model's own default
+        ({"CHATCHAT_TEMPERATURE": "0.5"}, "SmolLM2-135M-Instruct", 0.2),
+        ({"CHATCHAT_MODEL_TEMPERATURES": "{}", "CHATCHAT_TEMPERATURE": "0.5"}, "SmolLM2-135M-Instruct", 0.5),
+        ({"CHATCHAT_LLM_MODELS": '["SmolLM2-135M-Instruct", "other-model"]'}, "other-model", 0.7),
+    ],
+)
+def test_the_temperature_starts_at_the_settings_value_for_the_model(ui_settings, monkeypatch, env, model, expected):
+    from configs import reload_settings
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reload_settings()
+    at = new_app()
+    at.run()
+    at.sidebar.selectbox(key="llm_model").set_value(model).run()  # another model restarts the slider
+    assert not at.exception, at.exception
+    assert at.sidebar.slider(key=f"temperature_{model}").value == pytest.approx(expected)
 
 
 def texts_of_sidebar_labels(at) -> list[str]:

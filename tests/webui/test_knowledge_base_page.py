@@ -50,10 +50,14 @@ def test_create_upload_and_manage_files(api):
         ("broken.xyz", b"not a supported format", "application/octet-stream"),
     ]
     at.file_uploader[0].set_value(files).run()
+    assert "0 个文件" in texts(at.caption)[0]
     at.button(key="add_files").click().run()
     assert not at.exception, at.exception
-    assert at.get("progress")[0].proto.value == 100
-    assert any("2" in w and "1" in w for w in texts(at.warning)), texts(at.warning)
+    # The page is drawn again after the upload: one summary message, the new file count, an empty uploader.
+    done = [text for text in texts(at.warning) + texts(at.success) if text.startswith("已导入")]
+    assert done == ["已导入 2 个文件，失败 1 个"], done
+    assert "2 个文件" in texts(at.caption)[0], texts(at.caption)
+    assert not at.file_uploader[0].value and at.button(key="add_files").disabled
     failure_text = " ".join(texts(at.error))
     assert "broken.xyz" in failure_text and "alpha.txt" not in failure_text
     assert vectorized_files_in_table(at) == ["alpha.txt", "beta.md"]

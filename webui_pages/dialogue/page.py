@@ -54,10 +54,12 @@ def dialogue_page(api: ApiClient, status: ServiceStatus) -> None:
         st.warning(history_error)
 
     messages = convs.current()["messages"]
+    query = st.chat_input(t("chat_input"), key="chat_input")  # drawn at the bottom wherever it is called
+    if not messages and not query:
+        show_greeting(options, status)
     for index, message in enumerate(messages):
         show_message(api, message, index)
 
-    query = st.chat_input(t("chat_input"), key="chat_input")
     if query:
         ask(api, options, query)
     conversation_tools(api)
@@ -101,18 +103,21 @@ def _on_pick_conversation(key: str) -> None:
 
 
 def chat_options(api: ApiClient, status: ServiceStatus, settings) -> ChatOptions:
+    # The mode's own settings come right after the mode, so they are in view without scrolling.
     mode = st.selectbox(t("dialogue_mode"), MODES, format_func=lambda m: t(f"mode_{m}"), key="dialogue_mode")
-    model = model_picker(api, status, settings)
-    temperature = st.slider(t("temperature"), 0.0, 1.0, min(float(settings.TEMPERATURE), 1.0), 0.05)
-    history_len = st.number_input(t("history_len"), 0, 20, int(settings.HISTORY_LEN))
-    options = ChatOptions(mode=mode, model=model, temperature=temperature, history_len=int(history_len))
-    options.prompt_name = prompt_picker(api, PROMPT_TYPES[mode])
+    options = ChatOptions(mode=mode, model=None, temperature=float(settings.TEMPERATURE), history_len=0)
     if mode == "kb":
         knowledge_base_settings(api, options, settings)
     elif mode == "file":
         file_chat_settings(api, options, settings)
     elif mode == "search":
         search_settings(api, options, settings)
+    options.model = model_picker(api, status, settings)
+    # Keyed by model: choosing another model starts the slider at that model's temperature.
+    start = min(float(settings.temperature_for(options.model)), 1.0)
+    options.temperature = st.slider(t("temperature"), 0.0, 1.0, start, 0.05, key=f"temperature_{options.model}")
+    options.history_len = int(st.number_input(t("history_len"), 0, 20, int(settings.HISTORY_LEN)))
+    options.prompt_name = prompt_picker(api, PROMPT_TYPES[mode])
     return options
 
 
@@ -214,6 +219,22 @@ def search_settings(api: ApiClient, options: ChatOptions, settings) -> None:
 
 
 # ---- the conversation ------------------------------------------------------------------------
+
+
+def show_greeting(options: ChatOptions, status: ServiceStatus) -> None:
+    """What an empty conversation shows: which model answers, in which mode, from what."""
+    model = options.model or t("greeting_no_model")
+    if options.model and options.model not in status.running_models:
+        model = t("greeting_model_not_running", name=options.model)
+    lines = [t("greeting", model=model, mode=t(f"mode_{options.mode}"))]
+    if options.mode == "kb":
+        lines.append(t("greeting_kb", kb=options.knowledge_base) if options.knowledge_base else t("no_kb"))
+    elif options.mode == "file":
+        lines.append(t("greeting_file"))
+    elif options.mode == "search" and options.search_engine:
+        lines.append(t("greeting_search", engine=options.search_engine))
+    with st.chat_message("assistant"):
+        st.markdown("\n\n".join(lines))
 
 
 def show_message(api: ApiClient, message: dict, index: int) -> None:

@@ -146,10 +146,11 @@ def upload_section(api: ApiClient, kb_name: str, chunking: dict) -> None:
         return
     failed = ingest_with_progress(api, kb_name, [(f.name, f.getvalue()) for f in files], chunking)
     ok = len(files) - len(failed)
-    (st.success if not failed else st.warning)(t("ingest_done", ok=ok, failed=len(failed)))
+    flash("success" if not failed else "warning", t("ingest_done", ok=ok, failed=len(failed)))
     if failed:
-        st.error(t("failed_files") + "\n\n" + "\n".join(f"- **{name}**: {why}" for name, why in failed.items()))
-    st.session_state[round_key] = st.session_state.get(round_key, 0) + 1  # empty the uploader on the next run
+        flash("error", t("failed_files") + "\n\n" + "\n".join(f"- **{name}**: {why}" for name, why in failed.items()))
+    st.session_state[round_key] = st.session_state.get(round_key, 0) + 1  # a new, empty uploader
+    st.rerun()  # draw the page again: the file count, the table and the uploader show the new state
 
 
 def ingest_with_progress(api: ApiClient, kb_name: str, files: list[tuple[str, bytes]], chunking: dict) -> dict:
@@ -163,7 +164,7 @@ def ingest_with_progress(api: ApiClient, kb_name: str, files: list[tuple[str, by
             failed[name] = result.msg
         elif isinstance(result.data, dict):
             failed.update(result.data.get("failed_files") or {})
-    bar.progress(1.0, text=t("ingest_done", ok=len(files) - len(failed), failed=len(failed)))
+    bar.progress(1.0)
     return failed
 
 
