@@ -17,7 +17,7 @@ from server.db.models import Base, SchemaInfo
 logger = logging.getLogger(__name__)
 
 # Bump when the models change; upgrades are additive (new tables, new nullable columns).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: knowledge_base.embed_fingerprint
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()

@@ -18,11 +18,14 @@ class KnowledgeBaseRecord:
     embed_model: str
     file_count: int
     create_time: str | None
+    embed_fingerprint: str | None = None  # JSON, see embeddings/fingerprint.py
 
 
 def _to_record(row: KnowledgeBaseModel) -> KnowledgeBaseRecord:
     created = row.create_time.isoformat(sep=" ", timespec="seconds") if row.create_time else None
-    return KnowledgeBaseRecord(row.kb_name, row.kb_info or "", row.vs_type, row.embed_model, row.file_count, created)
+    return KnowledgeBaseRecord(
+        row.kb_name, row.kb_info or "", row.vs_type, row.embed_model, row.file_count, created, row.embed_fingerprint
+    )
 
 
 def get_kb(kb_name: str) -> KnowledgeBaseRecord | None:
@@ -47,6 +50,12 @@ def upsert_kb(kb_name: str, kb_info: str, vs_type: str, embed_model: str) -> Non
         else:
             row.vs_type, row.embed_model = vs_type, embed_model
             row.kb_info = kb_info or row.kb_info
+
+
+def set_embed_fingerprint(kb_name: str, fingerprint: str | None) -> None:
+    with session_scope() as session:
+        for row in session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)):
+            row.embed_fingerprint = fingerprint
 
 
 def update_kb_info(kb_name: str, kb_info: str) -> bool:
