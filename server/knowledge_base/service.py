@@ -584,11 +584,14 @@ def recreate_vector_store(
     if embed_model and embed_model != record.embed_model:
         get_embeddings(embed_model)
         kb_repo.upsert_kb(kb_name, record.kb_info, record.vs_type, embed_model)
+    # Files ingested before come first, so of two copies of one content the one ingested stays.
+    ingested = set(file_repo.list_file_names(kb_name))
+    names = sorted(paths.list_content_files(kb_name), key=lambda name: name not in ingested)
     clear_vector_store(kb_name)
     record_kb_model(kb_name, embed_model or record.embed_model)  # the fix for EmbeddingModelChanged
     return ingest_files(
         kb_name,
-        paths.list_content_files(kb_name),
+        names,
         options,
         progress=progress,
         not_refresh_vs_cache=not_refresh_vs_cache,
