@@ -121,10 +121,13 @@ def print_summary(reports, elapsed: float) -> None:
             print(
                 f"  {report.kb_name}: {report.ingested} files, {report.chunks} chunks "
                 f"(load {report.load_seconds:.1f} s, split {report.split_seconds:.1f} s, "
-                f"embed {report.embed_seconds:.1f} s, {report.reused_chunks} chunks reused)"
+                f"embed {report.embed_seconds:.1f} s, {report.reused_chunks} chunks reused, "
+                f"{report.cached_chunks} from the ingest cache)"
             )
         for name, reason in report.failed.items():
             print(f"  FAILED {report.kb_name}/{name}: {reason}")
+        for name, original in report.duplicates.items():
+            print(f"  DUPLICATE {report.kb_name}/{name}: same content as {original}, ingested once")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -326,17 +326,26 @@ class _FileWriter:
         self.progress: ProgressCallback | None = progress
         self.not_refresh = not_refresh
         self.waiting: deque[tuple[ParsedFile, Future]] = deque()
+        self.waiting_chunks = 0
         self.ready: list[tuple[ParsedFile, np.ndarray]] = []
         self.ready_chunks = 0
         self.saved_size = 0  # chunks in the store at the last checkpoint
 
+    # Parsed chunks that may wait for the embedder: when parsing outruns it (plain text on a CPU), the
+    # parser waits too, so memory stays flat however many files there are.
+    MAX_WAITING_CHUNKS = 4096
+
     def submit(self, parsed: ParsedFile) -> None:
         self.waiting.append((parsed, self.embedder.submit([text for text, _ in parsed.chunks])))
+        self.waiting_chunks += len(parsed.chunks)
 
     def collect_ready(self, wait: bool = False) -> None:
         """Take the waiting files whose vectors are done (all of them, waiting, when ``wait``)."""
-        while self.waiting and (wait or self.waiting[0][1].done()):
+        while self.waiting and (
+            wait or self.waiting[0][1].done() or self.waiting_chunks > self.MAX_WAITING_CHUNKS
+        ):
             parsed, vectors = self.waiting.popleft()
+            self.waiting_chunks -= len(parsed.chunks)
             self.ready.append((parsed, vectors.result()))
             self.ready_chunks += len(parsed.chunks)
             if self.progress:
