@@ -29,7 +29,7 @@ class KnowledgeBaseModel(Base):
     embed_model: Mapped[str] = mapped_column(String(50))
     file_count: Mapped[int] = mapped_column(Integer, default=0)
     create_time: Mapped[datetime] = mapped_column(DateTime, default=func.now())
-    # added in schema 2: JSON {name, dimension, weights} of the model that made its vectors (drift guard)
+    # added in schema 3: JSON {name, dimension, weights} of the model that made its vectors (drift guard)
     embed_fingerprint: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
 
 

@@ -36,6 +36,10 @@ def check_kb_model(kb: KnowledgeBaseRecord, backend: EmbeddingBackend | None = N
     dimension = backend.dimension if backend is not None else None
     current = model_fingerprint(kb.embed_model, dimension)
     stored = ModelFingerprint.from_json(kb.embed_fingerprint)
+    if stored is not None and stored.weights != current.weights:
+        # The caller's record may predate a rebuild that recorded the current model: ask the database.
+        fresh = kb_repo.get_kb(kb.kb_name)
+        stored = ModelFingerprint.from_json(fresh.embed_fingerprint) if fresh else stored
     if stored is None:
         if dimension is not None:  # adopt: older knowledge bases have no fingerprint yet
             kb_repo.set_embed_fingerprint(kb.kb_name, current.to_json())

@@ -81,7 +81,7 @@ def test_a_knowledge_base_from_before_the_guard_adopts_the_current_model(driftin
 
 
 def test_an_existing_database_gets_the_column_in_place(tmp_path, monkeypatch):
-    from server.db.engine import create_tables, dispose_engines
+    from server.db.engine import SCHEMA_VERSION, create_tables, dispose_engines
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:  # the knowledge_base table as Chatchat 0.2.x and schema 1 made it
@@ -94,9 +94,9 @@ def test_an_existing_database_gets_the_column_in_place(tmp_path, monkeypatch):
         db.execute("INSERT INTO schema_info VALUES (1, 1, NULL)")
     url = f"sqlite:///{path}"
     try:
-        assert create_tables(url) == 2
+        assert create_tables(url) == SCHEMA_VERSION >= 3
     finally:
         dispose_engines()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT kb_name, embed_fingerprint FROM knowledge_base").fetchall() == [("legacy", None)]
-        assert db.execute("SELECT version FROM schema_info").fetchone() == (2,)
+        assert db.execute("SELECT version FROM schema_info").fetchone() == (SCHEMA_VERSION,)
