@@ -152,3 +152,14 @@ def test_the_same_content_under_another_name_is_ingested_once(kb, kb_root):
     assert "rules.txt" in details["copy-of-rules.txt"]["error"]
     rebuilt = service.recreate_vector_store(kb)  # a rebuild keeps the first copy only
     assert rebuilt.duplicates == {"copy-of-rules.txt": "rules.txt"}
+
+
+def test_a_renamed_copy_in_another_knowledge_base_is_neither_parsed_nor_embedded_again(kb, kb_root):
+    service.recreate_vector_store(kb)
+    service.create_kb("other_kb")
+    (paths.content_path("other_kb") / "renamed.md").write_bytes((paths.content_path(kb) / "depots.md").read_bytes())
+    report = service.ingest_files("other_kb", ["renamed.md"])
+    assert report.failed == {} and report.chunks > 0
+    assert report.load_seconds == 0.0 and report.model_seconds == 0.0
+    original = [(c.page_content, {**c.metadata, "source": "renamed.md"}) for c in service.list_docs(kb, "depots.md")]
+    assert [(c.page_content, c.metadata) for c in service.list_docs("other_kb", "renamed.md")] == original
