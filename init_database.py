@@ -149,11 +149,15 @@ MESSAGES = {
     ),
     "kb_summary": (
         "  {kb}：{files} 个文件，{chunks} 个分块（读取 {load:.1f} 秒，切分 {split:.1f} 秒，"
-        "向量化 {embed:.1f} 秒，复用 {reused} 个分块）",
+        "向量化 {embed:.1f} 秒，复用 {reused} 个分块，{cached} 个来自入库缓存）",
         "  {kb}: {files} files, {chunks} chunks (load {load:.1f} s, split {split:.1f} s, "
-        "embed {embed:.1f} s, {reused} chunks reused)",
+        "embed {embed:.1f} s, {reused} chunks reused, {cached} from the ingest cache)",
     ),
     "failed": ("  失败 {kb}/{name}：{reason}", "  FAILED {kb}/{name}: {reason}"),
+    "duplicate": (
+        "  重复 {kb}/{name}：与 {original} 内容相同，只入库一次",
+        "  DUPLICATE {kb}/{name}: same content as {original}, ingested once",
+    ),
     "loading_embeddings": ("正在加载向量模型 {name} …", "loading the embedding model {name} ..."),
     "loaded_embeddings": ("向量模型已加载（{seconds:.1f} 秒）", "embedding model loaded in {seconds:.1f} s"),
     "total_time": ("总计用时： {seconds:.1f} s", "Total time: {seconds:.1f} s"),
@@ -198,10 +202,13 @@ def print_summary(reports, elapsed: float) -> None:
                     split=report.split_seconds,
                     embed=report.embed_seconds,
                     reused=report.reused_chunks,
+                    cached=report.cached_chunks,
                 )
             )
         for name, reason in report.failed.items():
             print(message("failed", kb=report.kb_name, name=name, reason=reason))
+        for name, original in report.duplicates.items():
+            print(message("duplicate", kb=report.kb_name, name=name, original=original))
 
 
 def check_or_repair(kb_names: list[str], *, repair: bool, as_json: bool) -> int:

@@ -166,6 +166,15 @@ class Settings(BaseSettings):
     KB_MODEL_LLM: str = ""
     # Append the numbered sources ("[1] [file](link)") to the answer text; they are in "sources" either way.
     KB_MODEL_CITATIONS: bool = True
+    # Ingest cache (docs/ingest_cache.md): parsed documents and chunk vectors by content hash, reused by
+    # rebuilds, re-uploads and file chat. One SQLite file (default KB_ROOT_PATH/ingest_cache.db), shared by
+    # every process, safe to delete at any time; least-recently-used entries go past the size limit.
+    INGEST_CACHE_ENABLED: bool = True
+    INGEST_CACHE_PATH: Path | None = None
+    INGEST_CACHE_MAX_BYTES: int = Field(2 * 1024**3, ge=1)
+    # The same content uploaded under another name: skip (keep the file, ingest it once, report it),
+    # refuse (do not save it; it is a failed file) or allow (ingest every copy).
+    DUPLICATE_FILES: Literal["skip", "refuse", "allow"] = "skip"
 
     # ---- web search --------------------------------------------------------------
     DEFAULT_SEARCH_ENGINE: str = "duckduckgo"
@@ -268,6 +277,10 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return (self.DB_ROOT_PATH or self.KB_ROOT_PATH / "info.db").resolve()
+
+    @property
+    def ingest_cache_path(self) -> Path:
+        return Path(self.INGEST_CACHE_PATH or self.KB_ROOT_PATH / "ingest_cache.db").expanduser().resolve()
 
     @property
     def database_url(self) -> str:

@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from configs import get_settings
 from server.json_body import JsonBodyMiddleware, json_safe
 from server.knowledge_base import paths
+from server.knowledge_base.model_guard import EmbeddingModelChanged
 from server.knowledge_base.paths import UnsafeName
 from server.knowledge_base.vector_stores.faiss_store import StoreSaveFailed
 from server.signed_links import DOWNLOAD_PATH, is_signed_download
@@ -370,6 +371,11 @@ def install(app: FastAPI) -> None:
         logger.error("vector store save failed on %s: %s", request.url.path, exc)
         status = 507 if exc.disk_full else 500
         return JSONResponse({"code": status, "msg": f"保存向量库失败：{exc}", "data": None}, status)
+
+    @app.exception_handler(EmbeddingModelChanged)
+    async def _model_changed(_request: Request, exc: EmbeddingModelChanged) -> JSONResponse:
+        # Refused, with the command that fixes it, rather than mixing two models' vectors.
+        return JSONResponse({"code": 409, "msg": str(exc), "data": None}, 409)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

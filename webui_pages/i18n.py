@@ -126,6 +126,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "ingesting": ("正在导入 {i}/{n}：{name}", "Ingesting {i}/{n}: {name}"),
     "ingest_done": ("已导入 {ok} 个文件，失败 {failed} 个", "Ingested {ok} files, {failed} failed"),
     "failed_files": ("以下文件处理失败：", "These files failed:"),
+    "duplicate_files": (
+        "以下文件与知识库中已有文件内容相同，已保存但未重复入库：",
+        "These files have the same content as a file already in the knowledge base: kept, not ingested again:",
+    ),
     "files_in_kb": ("知识库 {name} 中已有文件：", "Files in {name}:"),
     "no_files": ("知识库中暂无文件", "No files in this knowledge base yet"),
     "col_no": ("序号", "No."),

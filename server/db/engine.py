@@ -17,7 +17,7 @@ from server.db.models import Base, SchemaInfo
 logger = logging.getLogger(__name__)
 
 # Bump when the models change; upgrades are additive (new tables, new nullable columns).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: knowledge_base.embed_fingerprint (2 is main's knowledge_base.epoch)
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()

@@ -32,6 +32,8 @@ class KnowledgeBaseModel(Base):
     # added in schema 2: a new random value each time a knowledge base of this name is created, so
     # work started on a deleted one cannot write into a new one of the same name (ids get reused)
     epoch: Mapped[str | None] = mapped_column(String(32), nullable=True, default=None)
+    # added in schema 3: JSON {name, dimension, weights} of the model that made its vectors (drift guard)
+    embed_fingerprint: Mapped[str | None] = mapped_column(Text, nullable=True, default=None)
 
 
 class KnowledgeFileModel(Base):

@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 
 from server import security
 from server.db.repositories import knowledge_file as file_repo
-from server.knowledge_base import paths, service
+from server.knowledge_base import duplicates, paths, service
 from server.knowledge_base.embeddings import list_embedding_models
 from server.knowledge_base.error_paths import relative_paths
 from server.knowledge_base.ingest import ChunkingOptions
@@ -104,12 +104,19 @@ def check_upload_sizes(uploads: list[UploadFile]) -> None:
 
 
 def save_uploads(kb_name: str, uploads: list[UploadFile], override: bool) -> tuple[list[str], dict[str, str]]:
-    """Write uploads into content/ atomically; returns (names written or to ingest, {name: failure})."""
+    """Write uploads into content/ atomically; returns (names written or to ingest, {name: failure}).
+
+    With DUPLICATE_FILES="refuse", an upload whose content the knowledge base (or this request) already
+    has under another name is not written and fails."""
     known = set(file_repo.list_file_names(kb_name))
     to_ingest: list[str] = []
     failed: dict[str, str] = {}
+    copies = _refused_copies(kb_name, uploads) if duplicates.policy() == "refuse" else {}
     for upload in uploads:
         name = upload_name(upload)
+        if name in copies:
+            failed[name] = duplicates.message(name, copies[name])
+            continue
         target = paths.file_path(kb_name, name)
         if not override and target.is_file() and target.stat().st_size == upload.size:
             failed[name] = f"文件 {name} 已存在。"
@@ -125,6 +132,12 @@ def save_uploads(kb_name: str, uploads: list[UploadFile], override: bool) -> tup
             continue
         to_ingest.append(name)
     return to_ingest, failed
+
+
+def _refused_copies(kb_name: str, uploads: list[UploadFile]) -> dict[str, str]:
+    """{upload name: file with the same content} among the knowledge base's files and earlier uploads."""
+    hashes = [(upload_name(upload), duplicates.stream_digest(upload.file)) for upload in uploads]
+    return duplicates.find_duplicates(kb_name, hashes)
 
 
 def _write_upload(upload: UploadFile, kb_name: str, name: str) -> None:
@@ -171,8 +184,11 @@ def vectorize(
     *,
     override_custom_docs: bool,
     not_refresh_vs_cache: bool,
+    duplicate_files: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """(Re)build the chunks of files: custom docs where given, parsed content otherwise; returns failures."""
+    """(Re)build the chunks of files: custom docs where given, parsed content otherwise; returns failures.
+
+    Files set aside as copies of another file's content are added to ``duplicate_files`` ({file: original})."""
     failed: dict[str, str] = {}
     to_parse: list[str] = []
     for name in dict.fromkeys([*file_names, *custom_docs]):
@@ -195,6 +211,8 @@ def vectorize(
         report = service.ingest_files(kb_name, to_parse, options, not_refresh_vs_cache=not_refresh_vs_cache)
         for name, reason in report.failed.items():
             failed[name] = f"从文件 {kb_name}/{name} 加载文档时出错：{reason}"
+        if duplicate_files is not None:
+            duplicate_files.update(report.duplicates)
     return failed
 
 

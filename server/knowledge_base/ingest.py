@@ -39,6 +39,8 @@ class ParseTask:
     file_name: str  # relative name inside content/, stored as the chunks' source
     path: str
     options: ChunkingOptions
+    cache: tuple[str, int] | None = None  # the ingest cache's location (ingest_cache.cache_location())
+    file_hash: str | None = None  # when the caller already hashed the file
 
 
 @dataclass
@@ -64,31 +66,19 @@ def file_digest(path: Path) -> str:
 
 
 def parse_file(task: ParseTask) -> ParsedFile:
-    """Load and split one file. Never raises: a failure comes back as ParsedFile.error."""
-    from server.knowledge_base.loaders import LoaderError, is_table_file, load_file, loader_name_for
-    from server.knowledge_base.splitters import split_documents
+    """Load and split one file (or take both from the ingest cache). Never raises: a failure comes back
+    as ParsedFile.error, and failures are not cached."""
+    from server.knowledge_base.ingest_cache import open_cache
+    from server.knowledge_base.loaders import LoaderError, loader_name_for
 
     path = Path(task.path)
     result = ParsedFile(task.file_name)
     try:
         stat = path.stat()
         result.file_size, result.file_mtime = stat.st_size, stat.st_mtime
-        result.file_hash = file_digest(path)
+        result.file_hash = task.file_hash or file_digest(path)
         result.loader_name = loader_name_for(path)
-        started = time.perf_counter()
-        docs = load_file(path, ocr=task.options.ocr, pdf_ocr_threshold=task.options.pdf_ocr_threshold)
-        result.load_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        chunks, result.splitter_name = split_documents(
-            docs,
-            splitter_name=task.options.splitter_name,
-            chunk_size=task.options.chunk_size,
-            chunk_overlap=task.options.chunk_overlap,
-            zh_title=task.options.zh_title_enhance,
-            is_table=is_table_file(path),
-            markdown_headers=list(task.options.markdown_headers) or None,
-        )
-        result.split_seconds = time.perf_counter() - started
+        chunks = _load_and_split(path, task, result, open_cache(task.cache))
     except LoaderError as exc:
         result.error = _client_message(str(exc), task)
         return result
@@ -97,8 +87,60 @@ def parse_file(task: ParseTask) -> ParsedFile:
         return result
     if not chunks:
         result.error = "no text could be extracted from this file"
-    result.chunks = [(chunk.page_content, _with_source(chunk, task.file_name)) for chunk in chunks]
+    result.chunks = [(text, _with_source(metadata, task.file_name)) for text, metadata in chunks]
     return result
+
+
+def _load_and_split(path: Path, task: ParseTask, result: ParsedFile, cache) -> list[tuple[str, dict]]:
+    """The file's chunks as (text, metadata): from the cache when it has them, else loaded and split
+    (reusing cached documents when only the chunking changed) and then cached."""
+    from server.knowledge_base.ingest_cache import parsed
+    from server.knowledge_base.loaders import is_table_file, load_file
+    from server.knowledge_base.splitters import split_documents
+
+    options = task.options
+    is_table = is_table_file(path)
+    docs_key = chunks_key = None
+    if cache is not None:
+        docs_key = parsed.documents_key(result.file_hash, result.loader_name, options.ocr, options.pdf_ocr_threshold)
+        chunks_key = parsed.chunks_key(docs_key, _chunking_fields(options), is_table)
+        hit = parsed.get_chunks(cache, chunks_key)
+        if hit is not None:
+            chunks, result.splitter_name = hit
+            return chunks
+    started = time.perf_counter()
+    docs = parsed.get_documents(cache, docs_key) if cache is not None else None
+    if docs is None:
+        docs = load_file(path, ocr=options.ocr, pdf_ocr_threshold=options.pdf_ocr_threshold)
+        if cache is not None:
+            parsed.put_documents(cache, docs_key, docs)
+    result.load_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    split, result.splitter_name = split_documents(
+        docs,
+        splitter_name=options.splitter_name,
+        chunk_size=options.chunk_size,
+        chunk_overlap=options.chunk_overlap,
+        zh_title=options.zh_title_enhance,
+        is_table=is_table,
+        markdown_headers=list(options.markdown_headers) or None,
+    )
+    result.split_seconds = time.perf_counter() - started
+    chunks = [(chunk.page_content, _json_safe_metadata(chunk)) for chunk in split]
+    if cache is not None and chunks:
+        parsed.put_chunks(cache, chunks_key, chunks, result.splitter_name)
+    return chunks
+
+
+def _chunking_fields(options: ChunkingOptions) -> dict:
+    """What the splitter reads from the options (OCR fields belong to the documents' key)."""
+    return {
+        "chunk_size": options.chunk_size,
+        "chunk_overlap": options.chunk_overlap,
+        "zh_title_enhance": options.zh_title_enhance,
+        "splitter_name": options.splitter_name,
+        "markdown_headers": [list(h) for h in options.markdown_headers],
+    }
 
 
 def _client_message(text: str, task: ParseTask) -> str:
@@ -108,10 +150,13 @@ def _client_message(text: str, task: ParseTask) -> str:
     return relative_paths(text, task.path, task.file_name)
 
 
-def _with_source(chunk: Document, file_name: str) -> dict:
-    metadata = {k: v for k, v in chunk.metadata.items() if _json_safe(v)}
-    metadata["source"] = file_name
-    return metadata
+def _json_safe_metadata(chunk: Document) -> dict:
+    return {k: v for k, v in chunk.metadata.items() if _json_safe(v) and k != "source"}
+
+
+def _with_source(metadata: dict, file_name: str) -> dict:
+    # The loaders' "source" is the path read; chunks name their file relatively, first as the loaders do.
+    return {"source": file_name, **metadata}
 
 
 def _json_safe(value) -> bool:

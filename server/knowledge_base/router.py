@@ -164,6 +164,8 @@ async def upload_docs(
     if not service.kb_exists(knowledge_base_name):
         return not_found(knowledge_base_name)
 
+    duplicate_files: dict[str, str] = {}
+
     def save_and_vectorize() -> dict[str, str]:
         to_ingest, failed = api_service.save_uploads(knowledge_base_name, files, override)
         if to_vector_store:
@@ -175,12 +177,16 @@ async def upload_docs(
                     options,
                     override_custom_docs=True,
                     not_refresh_vs_cache=not_refresh_vs_cache,
+                    duplicate_files=duplicate_files,
                 )
             )
         return failed
 
     failed = await run_in_threadpool(save_and_vectorize)
-    return envelope(200, "文件上传与向量化完成", {"failed_files": failed})
+    data: dict[str, Any] = {"failed_files": failed}
+    if duplicate_files:  # an extension, only when there are some: otherwise Chatchat's envelope exactly
+        data["duplicate_files"] = duplicate_files  # {file: the file with the same content}, kept, not re-ingested
+    return envelope(200, "文件上传与向量化完成", data)
 
 
 @router.post("/delete_docs", response_model=BaseResponse, summary="删除知识库内指定文件")

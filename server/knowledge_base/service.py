@@ -29,10 +29,12 @@ from server.db.repositories import knowledge_base as kb_repo
 from server.db.repositories import knowledge_file as file_repo
 from server.db.repositories.knowledge_base import KnowledgeBaseRecord
 from server.db.repositories.knowledge_file import ChunkRow, FileIngestion
-from server.knowledge_base import paths
+from server.knowledge_base import duplicates, paths
 from server.knowledge_base.embeddings import EmbeddingBackend, check_embedding_model, get_embeddings
 from server.knowledge_base.embeddings.background import BackgroundEmbedder
 from server.knowledge_base.ingest import ChunkingOptions, ParsedFile, ParseTask, parse_files
+from server.knowledge_base.ingest_cache import cache_location, open_cache
+from server.knowledge_base.model_guard import check_kb_model, record_kb_model
 from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores import (
     SUPPORTED_VS_TYPES,
@@ -66,6 +68,7 @@ class FileOutcome:
     file_name: str
     chunks: int = 0
     error: str | None = None
+    duplicate_of: str | None = None  # same content as this file of the knowledge base: not ingested again
 
 
 @dataclass
@@ -77,6 +80,8 @@ class IngestReport:
     split_seconds: float = 0.0
     embed_seconds: float = 0.0
     reused_chunks: int = 0  # chunks whose vector came from a repeat or from the file's previous version
+    cached_chunks: int = 0  # chunks whose vector came from the ingest cache
+    model_seconds: float = 0.0  # of embed_seconds, spent in the embedding model itself
 
     @property
     def failed(self) -> dict[str, str]:
@@ -88,7 +93,11 @@ class IngestReport:
 
     @property
     def ingested(self) -> int:
-        return sum(1 for f in self.files if not f.error)
+        return sum(1 for f in self.files if not f.error and not f.duplicate_of)
+
+    @property
+    def duplicates(self) -> dict[str, str]:
+        return {f.file_name: f.duplicate_of for f in self.files if f.duplicate_of}
 
 
 # Progress events: ("parsed", ParsedFile) when a file is parsed, ("embedded", n_chunks) per batch,
@@ -150,6 +159,7 @@ def create_kb(kb_name: str, vs_type: str | None = None, embed_model: str | None 
             _discard_leftovers(kb_name)
             paths.content_path(kb_name).mkdir(parents=True, exist_ok=True)
             _write_store(kb, backend, lambda store: None, force_save=True)
+            record_kb_model(kb_name, embed_model, backend)
     except BaseException:
         kb_repo.delete_kb_row(kb_name)
         raise
@@ -257,6 +267,13 @@ def _read_store(kb_name: str, embed_model: str, backend: EmbeddingBackend, use: 
         raise
 
 
+def _checked_backend(kb: KnowledgeBaseRecord) -> EmbeddingBackend:
+    """The knowledge base's embedding model, refused (EmbeddingModelChanged) if it is not the one recorded."""
+    backend = get_embeddings(kb.embed_model)
+    check_kb_model(kb, backend)
+    return backend
+
+
 def save_vector_store(kb_name: str) -> None:
     kb = get_kb(kb_name)
     backend = get_embeddings(kb.embed_model)
@@ -296,18 +313,15 @@ def ingest_files(
     kb = kb or get_kb(kb_name)
     options = options or default_chunking()
     check_embedding_model(kb.embed_model)  # a wrong name fails now, not after minutes of OCR
+    check_kb_model(kb)  # and a changed model before anything is mixed into the store
     started = time.perf_counter()
     report = IngestReport(kb_name)
-    tasks = []
-    for name in file_names:
-        try:
-            tasks.append(ParseTask(name, str(paths.file_path(kb_name, name)), options))
-        except paths.UnsafeName as exc:
-            report.files.append(FileOutcome(name, error=str(exc)))
+    tasks = _parse_tasks(kb_name, file_names, options, report)
     workers = get_settings().INGEST_WORKERS if workers is None else workers
     on_embedded = (lambda count: progress("embedded", count)) if progress else None
     previous = _previous_vectors(kb_name, kb.embed_model, [task.file_name for task in tasks])
-    with BackgroundEmbedder(partial(get_embeddings, kb.embed_model), on_embedded, previous) as embedder:
+    cache = open_cache(tasks[0].cache) if tasks else None
+    with BackgroundEmbedder(partial(get_embeddings, kb.embed_model), on_embedded, previous, cache) as embedder:
         writer = _FileWriter(kb, embedder, report, progress, not_refresh_vs_cache)
         for parsed in parse_files(tasks, workers):
             report.load_seconds += parsed.load_seconds
@@ -324,8 +338,43 @@ def ingest_files(
         writer.collect_ready(wait=True)
         writer.checkpoint()
         report.embed_seconds, report.reused_chunks = embedder.seconds, embedder.reused
+        report.cached_chunks, report.model_seconds = embedder.cached, embedder.model_seconds
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _parse_tasks(kb_name: str, file_names: list[str], options: ChunkingOptions, report: IngestReport):
+    """A ParseTask per file to parse; unsafe names fail and duplicate contents are set aside in ``report``."""
+    location = cache_location()
+    hashed: list[tuple[str, Path, str | None]] = []
+    for name in file_names:
+        try:
+            path = paths.file_path(kb_name, name)
+        except paths.UnsafeName as exc:
+            report.files.append(FileOutcome(name, error=str(exc)))
+            continue
+        hashed.append((name, path, duplicates.digest_or_none(path)))
+    found = {}
+    if duplicates.policy() != "allow":
+        found = duplicates.find_duplicates(kb_name, [(name, digest) for name, _, digest in hashed])
+        _set_aside_duplicates(kb_name, found, report)
+    return [
+        ParseTask(name, str(path), options, cache=location, file_hash=digest)
+        for name, path, digest in hashed
+        if name not in found
+    ]
+
+
+def _set_aside_duplicates(kb_name: str, found: dict[str, str], report: IngestReport) -> None:
+    """Report duplicates; a name that held other content before loses its old chunks."""
+    refuse = duplicates.policy() == "refuse"
+    stale = set(file_repo.list_file_names(kb_name)).intersection(found)
+    if stale:
+        delete_files(kb_name, sorted(stale))
+    for name, original in found.items():
+        reason = duplicates.message(name, original)
+        report.files.append(FileOutcome(name, error=reason if refuse else None, duplicate_of=original))
+        file_repo.record_error(kb_name, name, reason)
 
 
 class _FileWriter:
@@ -344,17 +393,26 @@ class _FileWriter:
         self.progress: ProgressCallback | None = progress
         self.not_refresh = not_refresh
         self.waiting: deque[tuple[ParsedFile, Future]] = deque()
+        self.waiting_chunks = 0
         self.ready: list[tuple[ParsedFile, np.ndarray]] = []
         self.ready_chunks = 0
         self.saved_size = 0  # chunks in the store at the last checkpoint
 
+    # Parsed chunks that may wait for the embedder: when parsing outruns it (plain text on a CPU), the
+    # parser waits too, so memory stays flat however many files there are.
+    MAX_WAITING_CHUNKS = 4096
+
     def submit(self, parsed: ParsedFile) -> None:
         self.waiting.append((parsed, self.embedder.submit([text for text, _ in parsed.chunks])))
+        self.waiting_chunks += len(parsed.chunks)
 
     def collect_ready(self, wait: bool = False) -> None:
         """Take the waiting files whose vectors are done (all of them, waiting, when ``wait``)."""
-        while self.waiting and (wait or self.waiting[0][1].done()):
+        while self.waiting and (
+            wait or self.waiting[0][1].done() or self.waiting_chunks > self.MAX_WAITING_CHUNKS
+        ):
             parsed, vectors = self.waiting.popleft()
+            self.waiting_chunks -= len(parsed.chunks)
             self.ready.append((parsed, vectors.result()))
             self.ready_chunks += len(parsed.chunks)
             if self.progress:
@@ -417,7 +475,7 @@ def add_custom_docs(kb_name: str, file_name: str, docs: list[Document], *, not_r
     """Store chunks a client wrote itself for a file (Chatchat's `docs` field); returns the count."""
     kb = get_kb(kb_name)
     paths.validate_file_name(file_name)
-    backend = get_embeddings(kb.embed_model)
+    backend = _checked_backend(kb)
     chunks = [StoredChunk("", d.page_content, {**d.metadata, "source": file_name}) for d in docs if d.page_content]
     vectors = backend.embed([c.page_content for c in chunks])
 
@@ -524,7 +582,7 @@ def search(
     settings = get_settings()
     options = SearchOptions.from_settings(mode, rerank)
     kb = get_kb(kb_name)
-    backend = get_embeddings(kb.embed_model)
+    backend = _checked_backend(kb)
     prepared = prepare_query(query, lambda text: backend.embed([text], is_query=True)[0])
     top_k = settings.VECTOR_SEARCH_TOP_K if top_k is None else top_k
     threshold = settings.SCORE_THRESHOLD if score_threshold is None else score_threshold
@@ -550,7 +608,7 @@ def get_chunks(kb_name: str, doc_ids: list[str]) -> list[StoredChunk]:
 def update_docs_by_id(kb_name: str, docs: dict[str, Document]) -> bool:
     """Replace the text (and metadata) of existing chunks, keeping their ids; False if an id is unknown."""
     kb = get_kb(kb_name)
-    backend = get_embeddings(kb.embed_model)
+    backend = _checked_backend(kb)
     if not docs:
         return True
     ids = list(docs)
@@ -593,11 +651,17 @@ def recreate_vector_store(
         get_embeddings(embed_model)
         with writing_to(kb):
             kb_repo.set_embed_model(kb_name, embed_model)
-        kb = get_kb(kb_name)
+            kb = get_kb(kb_name)  # read under the lock: the same knowledge base, with its new model
+    # Files ingested before come first, so of two copies of one content the one ingested stays.
+    ingested = set(file_repo.list_file_names(kb_name))
+    names = sorted(paths.list_content_files(kb_name), key=lambda name: name not in ingested)
     clear_vector_store(kb_name, kb)
+    with writing_to(kb):
+        record_kb_model(kb_name, kb.embed_model)  # the fix for EmbeddingModelChanged
+        kb = get_kb(kb_name)
     return ingest_files(
         kb_name,
-        paths.list_content_files(kb_name),
+        names,
         options,
         progress=progress,
         not_refresh_vs_cache=not_refresh_vs_cache,

@@ -20,7 +20,10 @@ from pathlib import Path
 
 from configs import get_settings
 from server.knowledge_base.embeddings import get_embeddings
+from server.knowledge_base.embeddings.fingerprint import vector_cache_namespace
 from server.knowledge_base.ingest import ChunkingOptions, ParseTask, parse_files
+from server.knowledge_base.ingest_cache import cache_location, open_cache
+from server.knowledge_base.ingest_cache.vectors import VectorCache, embed_with_cache
 from server.knowledge_base.paths import validate_file_name
 from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores.faiss_store import FaissStore, ScoredChunk, StoredChunk
@@ -74,7 +77,7 @@ class TempStoreRegistry:
                     continue
                 path = folder / safe_name
                 path.write_bytes(content)
-                tasks.append(ParseTask(safe_name, str(path), options))
+                tasks.append(ParseTask(safe_name, str(path), options, cache=cache_location()))
             for parsed in parse_files(tasks, workers=1):
                 if parsed.error:
                     failed[parsed.file_name] = parsed.error
@@ -84,7 +87,7 @@ class TempStoreRegistry:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         if chunks:
-            vectors = backend.embed([c.page_content for c in chunks])
+            vectors, _ = embed_with_cache(backend, [c.page_content for c in chunks], _vector_cache(backend))
             with entry.lock:
                 entry.store.add(chunks, vectors)
         self._put(temp_id, entry)
@@ -124,6 +127,12 @@ class TempStoreRegistry:
         now = time.monotonic()
         for key in [k for k, v in self._stores.items() if now - v.last_used > self.ttl_seconds]:
             del self._stores[key]
+
+
+def _vector_cache(backend) -> VectorCache | None:
+    """A file already ingested into a knowledge base (or chatted with before) needs no embedding again."""
+    cache = open_cache(cache_location())
+    return VectorCache(cache, vector_cache_namespace(backend), backend.dimension) if cache else None
 
 
 def _temp_root() -> Path:

@@ -139,3 +139,18 @@ def test_server_errors_show_as_messages(api):
     assert not at.exception, at.exception
     assert any(e.startswith("出错了") for e in texts(at.error)), texts(at.error)
     assert "../escape" not in api.list_knowledge_bases().data
+
+
+def test_a_copy_uploaded_under_another_name_is_shown_not_ingested(api):
+    name = f"ui_{uuid.uuid4().hex[:8]}"
+    assert api.create_knowledge_base(name).ok
+    at = open_kb_page()
+    at.selectbox(key="kb_pick").set_value(name).run()
+    files = [("alpha.txt", ALPHA_TEXT.encode(), "text/plain"), ("alpha-copy.txt", ALPHA_TEXT.encode(), "text/plain")]
+    at.file_uploader[0].set_value(files).run()
+    at.button(key="add_files").click().run()
+    assert not at.exception, at.exception
+    shown = " ".join(texts(at.info))
+    assert "alpha-copy.txt** = alpha.txt" in shown, shown
+    assert vectorized_files_in_table(at) == ["alpha.txt"]
+    api.delete_knowledge_base(name)

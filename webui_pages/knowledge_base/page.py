@@ -144,17 +144,25 @@ def upload_section(api: ApiClient, kb_name: str, chunking: dict) -> None:
     )
     if not st.button(t("add_files"), disabled=not files, type="primary", key="add_files"):
         return
-    failed = ingest_with_progress(api, kb_name, [(f.name, f.getvalue()) for f in files], chunking)
+    duplicates: dict[str, str] = {}
+    failed = ingest_with_progress(api, kb_name, [(f.name, f.getvalue()) for f in files], chunking, duplicates)
     ok = len(files) - len(failed)
     flash("success" if not failed else "warning", t("ingest_done", ok=ok, failed=len(failed)))
     if failed:
         flash("error", t("failed_files") + "\n\n" + "\n".join(f"- **{name}**: {why}" for name, why in failed.items()))
+    if duplicates:
+        lines = "\n".join(f"- **{name}** = {original}" for name, original in duplicates.items())
+        flash("info", t("duplicate_files") + "\n\n" + lines)
     st.session_state[round_key] = st.session_state.get(round_key, 0) + 1  # a new, empty uploader
     st.rerun()  # draw the page again: the file count, the table and the uploader show the new state
 
 
-def ingest_with_progress(api: ApiClient, kb_name: str, files: list[tuple[str, bytes]], chunking: dict) -> dict:
-    """One request per file, so the bar moves as files are ingested; returns {file: reason} of failures."""
+def ingest_with_progress(
+    api: ApiClient, kb_name: str, files: list[tuple[str, bytes]], chunking: dict, duplicates: dict | None = None
+) -> dict:
+    """One request per file, so the bar moves as files are ingested; returns {file: reason} of failures.
+
+    Files whose content the knowledge base already had under another name go into ``duplicates``."""
     bar = st.progress(0.0)
     failed: dict[str, str] = {}
     for index, (name, content) in enumerate(files):
@@ -164,6 +172,8 @@ def ingest_with_progress(api: ApiClient, kb_name: str, files: list[tuple[str, by
             failed[name] = result.msg
         elif isinstance(result.data, dict):
             failed.update(result.data.get("failed_files") or {})
+            if duplicates is not None:
+                duplicates.update(result.data.get("duplicate_files") or {})
     bar.progress(1.0)
     return failed
 

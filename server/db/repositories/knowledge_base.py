@@ -21,6 +21,7 @@ class KnowledgeBaseRecord:
     file_count: int
     create_time: str | None
     epoch: str = ""  # which creation of this name the record is (see KnowledgeBaseModel.epoch)
+    embed_fingerprint: str | None = None  # JSON, see embeddings/fingerprint.py
 
 
 def new_epoch() -> str:
@@ -38,7 +39,14 @@ def fill_missing_epochs(session: Session) -> int:
 def _to_record(row: KnowledgeBaseModel) -> KnowledgeBaseRecord:
     created = row.create_time.isoformat(sep=" ", timespec="seconds") if row.create_time else None
     return KnowledgeBaseRecord(
-        row.kb_name, row.kb_info or "", row.vs_type, row.embed_model, row.file_count, created, row.epoch or ""
+        row.kb_name,
+        row.kb_info or "",
+        row.vs_type,
+        row.embed_model,
+        row.file_count,
+        created,
+        row.epoch or "",
+        row.embed_fingerprint,
     )
 
 
@@ -78,6 +86,12 @@ def set_embed_model(kb_name: str, embed_model: str) -> None:
         row = _row(session, kb_name)
         if row is not None:
             row.embed_model = embed_model
+
+
+def set_embed_fingerprint(kb_name: str, fingerprint: str | None) -> None:
+    with session_scope() as session:
+        for row in session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)):
+            row.embed_fingerprint = fingerprint
 
 
 def update_kb_info(kb_name: str, kb_info: str) -> bool:

@@ -9,7 +9,8 @@ fully; on a small CPU they compete for the same cores, and the gain is mostly th
 Real folders also repeat themselves: the same table exported as .csv and .xlsx, boilerplate headers
 and footers, re-uploaded copies. A chunk whose text was already embedded in this run reuses that
 vector (the model is deterministic); on Chatchat's own sample corpus that skips a quarter of the work.
-Re-ingesting an edited file likewise reuses the stored vectors of its unchanged chunks.
+Re-ingesting an edited file likewise reuses the stored vectors of its unchanged chunks. Across runs and
+processes, the ingest cache (ingest_cache/vectors.py) answers texts embedded before with the same model.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from server.knowledge_base.embeddings.base import EmbeddingBackend
+from server.knowledge_base.ingest_cache import IngestCache
+from server.knowledge_base.ingest_cache.vectors import VectorCache
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +47,21 @@ class BackgroundEmbedder:
         load_backend: Callable[[], EmbeddingBackend],
         on_embedded: Callable[[int], None] | None = None,
         known: Callable[[EmbeddingBackend], tuple[list[str], np.ndarray]] | None = None,
+        cache: IngestCache | None = None,
     ):
         """``known(backend)`` may give texts already embedded with this model (the stored chunks of
-        files being re-ingested), so that an edited file re-embeds only the chunks that changed."""
+        files being re-ingested), so that an edited file re-embeds only the chunks that changed; ``cache``
+        answers texts embedded in earlier runs and keeps the new ones."""
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._backend = self._pool.submit(load_backend)  # loads while the first files are parsed
         self._on_embedded = on_embedded
         self._vectors: dict[str, np.ndarray] = {}
         self.seconds = 0.0  # spent embedding, model load excluded
+        self.model_seconds = 0.0  # of which in the model itself (the rest: cache look-ups and writes)
         self.reused = 0  # chunks answered from memory instead of the model
+        self.cached = 0  # chunks answered from the ingest cache
+        self._cache = cache
+        self._vector_cache: VectorCache | None = None
         if known is not None:
             self._pool.submit(self._seed, known)
 
@@ -80,17 +89,39 @@ class BackgroundEmbedder:
         started = time.perf_counter()
         found = {text: self._vectors[text] for text in texts if text in self._vectors}
         new_texts = [text for text in dict.fromkeys(texts) if text not in found]
+        repeats = len(texts) - len(new_texts)
+        new_texts = self._from_cache(new_texts, found)
         for start in range(0, len(new_texts), EMBED_CALL_TEXTS):
             batch = new_texts[start : start + EMBED_CALL_TEXTS]
+            called = time.perf_counter()
             vectors = backend.embed(batch)
+            self.model_seconds += time.perf_counter() - called
             found.update(zip(batch, vectors, strict=True))
             self._remember(batch, vectors)
+            if self._vector_cache is not None:
+                self._vector_cache.store(batch, vectors)
             self._report(len(batch))
-        repeats = len(texts) - len(new_texts)
         self.reused += repeats
         self._report(repeats)  # repeats count too, so a progress bar reaches its total
         self.seconds += time.perf_counter() - started
         return np.stack([found[text] for text in texts])
+
+    def _from_cache(self, texts: list[str], found: dict[str, np.ndarray]) -> list[str]:
+        """Fill ``found`` from the ingest cache; return the texts it did not have."""
+        if self._cache is None or not texts:
+            return texts
+        if self._vector_cache is None:
+            from server.knowledge_base.embeddings.fingerprint import vector_cache_namespace
+
+            backend = self.backend
+            self._vector_cache = VectorCache(self._cache, vector_cache_namespace(backend), backend.dimension)
+        hits = self._vector_cache.lookup(texts)
+        if hits:
+            found.update(hits)
+            self._remember(list(hits), np.stack(list(hits.values())))
+            self.cached += len(hits)
+            self._report(len(hits))
+        return [text for text in texts if text not in hits]
 
     def _seed(self, known: Callable[[EmbeddingBackend], tuple[list[str], np.ndarray]]) -> None:
         try:
