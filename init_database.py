@@ -160,6 +160,12 @@ MESSAGES = {
     ),
     "loading_embeddings": ("正在加载向量模型 {name} …", "loading the embedding model {name} ..."),
     "loaded_embeddings": ("向量模型已加载（{seconds:.1f} 秒）", "embedding model loaded in {seconds:.1f} s"),
+    "check_kb": ("{kb}：{n} 处不一致", "{kb}: {n} problem(s)"),
+    "still_wrong": ("  修复后仍有问题 [{kind}] {name} {detail}", "  STILL WRONG [{kind}] {name} {detail}"),
+    "run_repair": (
+        "运行 `python init_database.py --repair` 修复",
+        "run `python init_database.py --repair` to fix these",
+    ),
     "total_time": ("总计用时： {seconds:.1f} s", "Total time: {seconds:.1f} s"),
 }
 
@@ -219,16 +225,15 @@ def check_or_repair(kb_names: list[str], *, repair: bool, as_json: bool) -> int:
     if as_json:
         print(json.dumps([report.to_dict() for report in reports], ensure_ascii=False, indent=2))
     for report in [] if as_json else reports:
-        print(f"{report.kb_name}: {'ok' if not report.problems else f'{len(report.problems)} problem(s)'}")
+        print(message("check_kb", kb=report.kb_name, n=len(report.problems)))
         for problem in report.problems:
             where = f" {problem.file_name}" if problem.file_name else ""
-            chunks = f" ({problem.chunks} chunks)" if problem.chunks else ""
-            verb = "repaired" if repair and problem not in (report.remaining or []) else "fix"
-            print(f"  {problem.kind}{where}{chunks}: {verb}: {problem.action}")
+            chunks = f" ({problem.chunks})" if problem.chunks else ""
+            print(f"  [{problem.kind}]{where}{chunks}: {problem.describe()} -> {problem.action_text()}")
         for problem in report.remaining or []:
-            print(f"  STILL WRONG {problem.kind} {problem.file_name} {problem.detail}")
+            print(message("still_wrong", kind=problem.kind, name=problem.file_name, detail=problem.detail))
     if not repair and not as_json and any(report.problems for report in reports):
-        print("run `python init_database.py --repair` to fix these")
+        print(message("run_repair"))
     return 0 if all(report.ok for report in reports) else 1
 
 

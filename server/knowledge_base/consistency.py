@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from configs import get_settings
 from server.db.repositories import knowledge_base as kb_repo
@@ -25,20 +25,39 @@ from server.knowledge_base.vector_stores import FaissStore, StoreCorrupted, get_
 
 logger = logging.getLogger(__name__)
 
-# Every kind of disagreement, with what it means; Problem.action says what a repair does about it.
+# Every kind of disagreement, with what it means (Chinese, English; UI_LANGUAGE picks).
 PROBLEM_KINDS = {
-    "kb_not_listed": "a folder under the knowledge-base root that the database does not list",
-    "kb_folder_missing": "a knowledge base the database lists whose folder is gone",
-    "store_unreadable": "the vector store cannot be read",
-    "orphan_chunks": "chunks in the vector store that no file's rows in the database list",
-    "missing_chunks": "chunks the database lists for a file that the vector store lacks",
-    "file_not_on_disk": "a file the database lists that is not in content/",
-    "file_not_listed": "a file in content/ that the database neither lists nor records as failed",
-    "keyword_index_stale": "keyword-index terms that do not match the stored texts",
-    "counts_wrong": "file or chunk counts in the database that disagree with its rows",
+    "kb_not_listed": ("知识库根目录下有数据库未登记的文件夹", "a folder under the knowledge-base root that the database does not list"),
+    "kb_folder_missing": ("数据库登记的知识库文件夹不存在", "a knowledge base the database lists whose folder is gone"),
+    "store_unreadable": ("向量库无法读取", "the vector store cannot be read"),
+    "orphan_chunks": ("向量库中有数据库未记录的分块", "chunks in the vector store that no file's rows in the database list"),
+    "missing_chunks": ("数据库记录的分块在向量库中缺失", "chunks the database lists for a file that the vector store lacks"),
+    "file_not_on_disk": ("数据库登记的文件不在 content/ 中", "a file the database lists that is not in content/"),
+    "file_not_listed": ("content/ 中的文件未入库，也无失败记录", "a file in content/ that the database neither lists nor records as failed"),
+    "keyword_index_stale": ("关键词索引与已存文本不符", "keyword-index terms that do not match the stored texts"),
+    "counts_wrong": ("数据库中的文件数或分块数与记录不符", "file or chunk counts in the database that disagree with its rows"),
+}
+# What a repair does about a problem (Problem.action names one).
+ACTIONS = {
+    "register": ("登记为知识库（嵌入模型 {model}），再修复", "register it as a knowledge base (embedding model {model}), then repair it"),
+    "make_folder": ("创建文件夹和空向量库", "make its folder and an empty vector store"),
+    "rebuild": ("依据 content/ 重建（所有文件重新向量化）", "rebuild it from content/ (embeds every file again)"),
+    "recount": ("重新计数", "count the rows again"),
+    "adopt": ("登记为该文件的分块（无需重新向量化）", "list them as the file's chunks (no embedding)"),
+    "remove": ("从向量库删除", "remove them"),
+    "forget_chunks": ("删除这些分块的记录", "forget them"),
+    "reingest": ("重新入库该文件（复用仍在的向量）", "ingest the file again (reusing stored vectors)"),
+    "forget_file": ("删除该文件的记录和分块", "forget the file and its chunks"),
+    "ingest": ("入库该文件", "ingest it"),
+    "reindex": ("依据已存文本重建关键词（无需重新向量化）", "make their terms again from the stored texts (no embedding)"),
 }
 # The loader recorded for a file whose rows a repair rebuilt from the chunks in the store.
 ADOPTED = "RepairedFromStore"
+
+
+def localized(pair: tuple[str, str]) -> str:
+    chinese, english = pair
+    return english if get_settings().UI_LANGUAGE == "en" else chinese
 
 
 @dataclass
@@ -46,11 +65,25 @@ class Problem:
     kind: str
     file_name: str = ""
     chunks: int = 0
-    action: str = ""
+    action: str = ""  # a key of ACTIONS
     detail: str = ""
+    model: str = ""  # for the "register" action
+
+    def describe(self) -> str:
+        return localized(PROBLEM_KINDS[self.kind])
+
+    def action_text(self) -> str:
+        return localized(ACTIONS[self.action]).format(model=self.model)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "description": PROBLEM_KINDS[self.kind]}
+        return {
+            "kind": self.kind,
+            "file_name": self.file_name,
+            "chunks": self.chunks,
+            "description": self.describe(),
+            "action": self.action_text(),
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -127,21 +160,18 @@ def check_kb(kb_name: str) -> KbCheck:
     report = KbCheck(kb_name)
     kb = kb_repo.get_kb(kb_name)
     if kb is None:
-        action = f"register it as a knowledge base (embedding model {_model_for_folder(kb_name)}), then repair it"
-        report.problems.append(Problem("kb_not_listed", action=action))
+        report.problems.append(Problem("kb_not_listed", action="register", model=_model_for_folder(kb_name)))
         return report
     if not paths.kb_path(kb_name).is_dir():
-        report.problems.append(Problem("kb_folder_missing", action="make its folder and an empty vector store"))
+        report.problems.append(Problem("kb_folder_missing", action="make_folder"))
     try:
         state = _read_state(kb)
     except (StoreCorrupted, ValueError, OSError) as exc:
-        report.problems.append(
-            Problem("store_unreadable", action="rebuild it from content/ (embeds every file again)", detail=str(exc))
-        )
+        report.problems.append(Problem("store_unreadable", action="rebuild", detail=str(exc)))
         return report
     report.problems.extend(_problems(state))
     report.problems.extend(
-        Problem("counts_wrong", name, action="count the rows again") for name in file_repo.wrong_counts(kb_name)
+        Problem("counts_wrong", name, action="recount") for name in file_repo.wrong_counts(kb_name)
     )
     return report
 
@@ -149,20 +179,18 @@ def check_kb(kb_name: str) -> KbCheck:
 def _problems(state: _State) -> list[Problem]:
     problems = []
     for source, ids in state.orphans().items():
-        action = "list them as the file's chunks (no embedding)" if state.adoptable(source) else "remove them"
-        problems.append(Problem("orphan_chunks", source, len(ids), action))
+        problems.append(Problem("orphan_chunks", source, len(ids), "adopt" if state.adoptable(source) else "remove"))
     gone = set(state.not_on_disk())
     for name, ids in state.missing().items():
         if name not in gone:
-            action = "forget them" if name in state.custom else "ingest the file again (reusing stored vectors)"
+            action = "forget_chunks" if name in state.custom else "reingest"
             problems.append(Problem("missing_chunks", name, len(ids), action))
     for name in sorted(gone):
-        problems.append(Problem("file_not_on_disk", name, len(state.listed[name]), "forget the file and its chunks"))
+        problems.append(Problem("file_not_on_disk", name, len(state.listed[name]), "forget_file"))
     for name in state.not_listed():
-        problems.append(Problem("file_not_listed", name, action="ingest it"))
+        problems.append(Problem("file_not_listed", name, action="ingest"))
     if state.stale_keywords:
-        action = "make their terms again from the stored texts (no embedding)"
-        problems.append(Problem("keyword_index_stale", chunks=len(state.stale_keywords), action=action))
+        problems.append(Problem("keyword_index_stale", chunks=len(state.stale_keywords), action="reindex"))
     return problems
 
 
