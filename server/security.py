@@ -39,6 +39,7 @@ from configs import get_settings
 from server.json_body import JsonBodyMiddleware, json_safe
 from server.knowledge_base import paths
 from server.knowledge_base.paths import UnsafeName
+from server.knowledge_base.vector_stores.base import StoreSettingsError, StoreUnavailable
 from server.knowledge_base.vector_stores.faiss_store import StoreSaveFailed
 from server.signed_links import DOWNLOAD_PATH, is_signed_download
 
@@ -365,6 +366,13 @@ def install(app: FastAPI) -> None:
         logger.error("vector store save failed on %s: %s", request.url.path, exc)
         status = 507 if exc.disk_full else 500
         return JSONResponse({"code": status, "msg": f"保存向量库失败：{exc}", "data": None}, status)
+
+    @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(StoreSettingsError)
+    async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Milvus or PostgreSQL is down or misconfigured: say so (one line, no secrets), not a bare 500.
+        logger.error("vector store failed on %s: %s", request.url.path, exc)
+        return JSONResponse({"code": 503, "msg": f"向量库不可用：{exc}", "data": None}, 503)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

@@ -19,18 +19,26 @@ when score <= score_threshold (the default threshold 1.0 keeps everything).
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from server.knowledge_base.keyword_index import BM25Index, KeywordHit, tokenize
+from server.knowledge_base.vector_stores.base import (  # noqa: F401 (re-exported: older imports name this module)
+    ScoredChunk,
+    StoreCorrupted,
+    StoredChunk,
+    StoreSaveFailed,
+    VectorStore,
+    similarity_to_score,
+    unit_rows,
+)
 
 CURRENT_FILE = "CURRENT"
 # The files of one generation, <kind>.<gen>.<suffix>, by kind.
@@ -42,47 +50,7 @@ TOKENIZER_VERSION = 1
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class StoredChunk:
-    doc_id: str
-    page_content: str
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class ScoredChunk:
-    chunk: StoredChunk
-    score: float
-    details: dict = field(default_factory=dict)  # why it was found (search mode, each side's score and rank)
-
-
-class StoreCorrupted(RuntimeError):
-    pass
-
-
-class StoreSaveFailed(OSError):
-    """A save could not be written (disk full, no permission): the previous generation stays current.
-
-    Its text names the cause without server paths, so it can be shown to a client as it is."""
-
-    def __init__(self, cause: OSError):
-        super().__init__(cause.errno, cause.strerror or str(cause))
-        reason = cause.strerror or type(cause).__name__
-        self.disk_full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
-        if self.disk_full:
-            self.message = f"disk full while saving the vector store ({reason})"
-        else:
-            self.message = f"could not save the vector store ({reason})"
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def similarity_to_score(similarity: float) -> float:
-    return float(min(1.0, max(0.0, (1.0 - similarity) / 2.0)))
-
-
-class FaissStore:
+class FaissStore(VectorStore):
     def __init__(self, dimension: int):
         self.dimension = dimension
         self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
@@ -146,11 +114,16 @@ class FaissStore:
     def ids_for_source(self, source: str) -> list[str]:
         return list(self._ids_by_source.get(source, ()))
 
+    def export(self, batch_size: int = 1000) -> Iterator[tuple[list[StoredChunk], np.ndarray]]:
+        doc_ids = list(self.chunks)
+        for start in range(0, len(doc_ids), batch_size):
+            batch = doc_ids[start : start + batch_size]
+            int_ids = np.array([self._int_ids[d] for d in batch], dtype=np.int64)
+            yield [self.chunks[d] for d in batch], self.index.reconstruct_batch(int_ids)
+
     # ---- writing -----------------------------------------------------------------
     def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunks), self.dimension):
-            raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dimension}), got {vectors.shape}")
+        vectors = unit_rows(vectors, len(chunks), self.dimension)
         for chunk in chunks:
             chunk.doc_id = chunk.doc_id or str(uuid.uuid4())
             if chunk.doc_id in self.chunks:
@@ -190,10 +163,6 @@ class FaissStore:
         del same_source[doc_id]
         if not same_source:
             del self._ids_by_source[source]
-
-    def update_text(self, doc_id: str, page_content: str, metadata: dict, vector: np.ndarray) -> None:
-        self.delete([doc_id])
-        self.add([StoredChunk(doc_id, page_content, metadata)], vector.reshape(1, -1))
 
     def clear(self) -> None:
         self.delete(list(self.chunks))
@@ -314,10 +283,7 @@ def _remove_other_generations(folder: Path, keep: int) -> None:
     for path in folder.iterdir():
         parts = path.name.split(".")
         old_generation = (
-            len(parts) == 3
-            and parts[0] in GENERATION_FILES
-            and parts[1].isdigit()
-            and int(parts[1]) != keep
+            len(parts) == 3 and parts[0] in GENERATION_FILES and parts[1].isdigit() and int(parts[1]) != keep
         )
         leftover_temporary = path.name.startswith(".") and path.name.endswith(".tmp")
         if old_generation or leftover_temporary:
