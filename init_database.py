@@ -4,6 +4,7 @@ Examples:
   python init_database.py --recreate-vs            rebuild every knowledge base from its files
   python init_database.py -i -n samples            add files new to content/ (resumes a killed run)
   python init_database.py --prune-db -n samples    forget files deleted from content/
+  python init_database.py --migrate-kb samples --to milvus   move a knowledge base to another store
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def vs_types() -> tuple[str, ...]:
+    from configs.settings import KbsConfig  # one entry per store type, Chatchat's kbs_config
+
+    return tuple(KbsConfig.model_fields)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Only one main action runs per call, in this order of precedence: --recreate-vs, --import-db, "
-        "--update-in-db, --increment, --prune-db, --prune-folder. --create-tables and --clear-tables run first.",
+        "--update-in-db, --increment, --prune-db, --prune-folder (--migrate-kb before all). --create-tables and --clear-tables run first.",
     )  # fmt: skip
     parser.add_argument(
         "-r",
@@ -84,6 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="processes that parse files in parallel (default: INGEST_WORKERS, 0 = one per core)",
     )
+    parser.add_argument(
+        "--vs-type",
+        choices=vs_types(),
+        default=None,
+        help="store type of the knowledge bases this run creates (default: DEFAULT_VS_TYPE from settings)",
+    )
+    parser.add_argument(
+        "--migrate-kb",
+        metavar="KB",
+        help="copy a knowledge base's vectors, texts and metadata into the store type --to names (nothing is "
+        "embedded again), check the counts, then switch the knowledge base to it",
+    )
+    parser.add_argument("--to", dest="to_vs_type", choices=vs_types(), help="the store type --migrate-kb moves to")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser  # fmt: skip
 
@@ -130,11 +150,29 @@ def print_summary(reports, elapsed: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    actions = [args.recreate_vs, args.import_db, args.update_in_db, args.increment, args.prune_db, args.prune_folder]
+    actions = [
+        args.migrate_kb,
+        args.recreate_vs,
+        args.import_db,
+        args.update_in_db,
+        args.increment,
+        args.prune_db,
+        args.prune_folder,
+    ]
     if not any(actions) and not (args.create_tables or args.clear_tables):
         build_parser().print_help()
         return 0
 
+    from server.knowledge_base.vector_stores import StoreSettingsError, StoreUnavailable
+
+    try:
+        return run(args)
+    except (StoreSettingsError, StoreUnavailable) as exc:  # a wrong KBS_CONFIG or a store server down
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     from configs import get_settings
     from server.db.engine import create_tables, drop_tables
     from server.knowledge_base import migrate, paths, service
@@ -152,12 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in kb_names:
         paths.validate_kb_name(name)
     reports = []
-    if args.recreate_vs or args.update_in_db or args.increment:
+    if args.migrate_kb:
+        if not args.to_vs_type:
+            print("error: --migrate-kb needs --to VS_TYPE", file=sys.stderr)
+            return 2
+        copied = migrate.move_kb(args.migrate_kb, args.to_vs_type)
+        counts = ", ".join(f"{store} {count} chunks" for store, count in copied.items())
+        print(f"{args.migrate_kb}: moved to {args.to_vs_type} ({counts})")
+    elif args.recreate_vs or args.update_in_db or args.increment:
         mode = "recreate_vs" if args.recreate_vs else "update_in_db" if args.update_in_db else "increment"
         options = service.default_chunking()
         if args.workers is not None:
             settings.INGEST_WORKERS = args.workers
         for kb_name in kb_names:
+            if args.vs_type and not service.kb_exists(kb_name):
+                service.create_kb(kb_name, args.vs_type, args.embed_model)
             total = len(paths.list_content_files(kb_name))
             bars = ProgressBars(kb_name, total, args.quiet)
             try:

@@ -15,7 +15,7 @@ from server.knowledge_base.vector_stores.base import (
     VectorStore,
 )
 from server.knowledge_base.vector_stores.cache import VectorStoreCache
-from server.knowledge_base.vector_stores.faiss_store import FaissStore
+from server.knowledge_base.vector_stores.faiss_store import FaissStore, read_generation
 
 SUPPORTED_VS_TYPES = ("faiss", "milvus", "zilliz", "pg")
 REMOTE_VS_TYPES = ("milvus", "zilliz", "pg")
@@ -42,6 +42,15 @@ def open_remote_store(vs_type: str, key: tuple[str, str], folder: Path, dimensio
     raise StoreSettingsError(f"unsupported vector store type '{vs_type}' (supported: {', '.join(SUPPORTED_VS_TYPES)})")
 
 
+def open_store(vs_type: str, key: tuple[str, str], folder: Path, dimension: int) -> VectorStore:
+    """A store outside the cache (migration): FAISS loaded from its folder (empty when none was saved)."""
+    if vs_type != "faiss":
+        return open_remote_store(vs_type, key, folder, dimension)
+    if read_generation(folder) == 0:
+        return FaissStore(dimension)
+    return FaissStore.load(folder)
+
+
 @lru_cache(maxsize=1)
 def get_store_cache() -> VectorStoreCache:
     """The process-wide cache (tests call get_store_cache.cache_clear() after changing settings)."""
@@ -61,5 +70,6 @@ __all__ = [
     "VectorStoreCache",
     "get_store_cache",
     "open_remote_store",
+    "open_store",
     "store_name",
 ]

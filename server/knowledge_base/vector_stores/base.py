@@ -134,7 +134,7 @@ class VectorStore(ABC):
     def save(self, folder: Path) -> None:
         """Make the changes so far durable (a new generation in ``folder``, or the server's commit)."""
 
-    def refresh(self) -> None:
+    def refresh(self, writing: bool = False) -> None:
         """Catch up with changes other processes made (remote stores); local stores reload instead."""
         return None
 

