@@ -6,6 +6,10 @@ Milvus is Milvus Lite in the knowledge base's folder; pg is a real PostgreSQL wi
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import psycopg
 import pytest
 from langchain_core.documents import Document
@@ -21,6 +25,7 @@ from server.knowledge_base.vector_stores import (
     VectorStoreCache,
     open_remote_store,
 )
+from tests.conftest import REPO_ROOT
 from tests.knowledge_base.test_service import CSV, GUIDE, ZH, write
 from tests.knowledge_base.vector_stores.conftest import use_pg
 
@@ -196,3 +201,22 @@ def test_wrong_connection_settings_are_one_line_errors(close_stores, monkeypatch
     assert f"127.0.0.1:{port}" in opening("milvus")
     with pytest.raises(ValueError, match="unsupported vector store type"):
         service.create_kb("nope", "chroma")
+
+
+def test_startup_refuses_a_store_server_it_cannot_reach_in_one_line(tmp_path):
+    from tests.helpers.processes import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHATCHAT_KB_ROOT_PATH": str(tmp_path),
+        "CHATCHAT_API_SERVER__PORT": str(free_port()),
+        "CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI": f"postgresql://u:s3cret@127.0.0.1:{port}/kb",
+    }
+    done = subprocess.run(
+        [sys.executable, "startup.py", "--api"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    error = done.stderr.strip()
+    assert error.startswith(f"error: cannot connect to PostgreSQL at 127.0.0.1:{port}/kb") and "\n" not in error
+    assert "s3cret" not in error
