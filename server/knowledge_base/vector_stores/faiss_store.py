@@ -74,6 +74,8 @@ class FaissStore(VectorStore):
         if not self.chunks or top_k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if isinstance(self.index, faiss.IndexIVF):
+            self.index.nprobe = _ivf_settings()[1]
         similarities, ids = self.index.search(query, min(top_k, len(self.chunks)))
         hits = []
         for similarity, int_id in zip(similarities[0], ids[0], strict=True):
@@ -135,6 +137,8 @@ class FaissStore(VectorStore):
         for chunk, int_id in zip(chunks, int_ids, strict=True):
             self._remember(chunk, int(int_id))
         self.dirty = True
+        if not isinstance(self.index, faiss.IndexIVF) and self.index.ntotal > _ivf_settings()[0]:
+            self.index = _ivf_index_from(self.index)
         return [chunk.doc_id for chunk in chunks]
 
     def delete(self, doc_ids: list[str]) -> int:
@@ -229,6 +233,30 @@ class FaissStore(VectorStore):
     def _keywords_json(self) -> bytes:
         terms = {str(self._int_ids[d]): self.keywords.term_counts(self._int_ids[d]) for d in self.chunks}
         return json.dumps({"tokenizer": TOKENIZER_VERSION, "terms": terms}, ensure_ascii=False).encode("utf-8")
+
+
+def _ivf_settings() -> tuple[int, int]:
+    from configs import get_settings
+
+    settings = get_settings()
+    return settings.FAISS_IVF_THRESHOLD, settings.FAISS_IVF_NPROBE
+
+
+def _ivf_index_from(flat: faiss.IndexIDMap2) -> faiss.IndexIVFFlat:
+    """The same vectors and ids in an inverted-file index: exact search reads every vector, so past
+    FAISS_IVF_THRESHOLD chunks a query only reads the FAISS_IVF_NPROBE nearest of ~4*sqrt(n) lists.
+    (IVF rather than HNSW: FAISS's HNSW cannot remove vectors, and re-ingesting a file removes its chunks.)"""
+    total = flat.ntotal
+    vectors = flat.index.reconstruct_n(0, total)
+    ids = faiss.vector_to_array(flat.id_map).astype(np.int64)
+    lists = int(4 * np.sqrt(total))
+    logger.info("FAISS store of %d chunks: building an IVF index with %d lists", total, lists)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(flat.d), flat.d, lists, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(total, min(total, 64 * lists), replace=False)
+    index.train(vectors[np.sort(sample)])
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # lets vectors be read back and removed by id
+    index.add_with_ids(vectors, ids)
+    return index
 
 
 def _read_keywords(path: Path) -> dict[int, dict[str, int]]:
