@@ -9,7 +9,7 @@ from langchain_core.documents import Document
 import init_database
 from server.knowledge_base import service
 from server.knowledge_base.search import SEARCH_MODES
-from tests.knowledge_base.test_service import CSV, GUIDE, ZH, write
+from tests.knowledge_base.test_service import GUIDE, ingest_demo, write
 from tests.knowledge_base.vector_stores.conftest import use_pg
 from tests.knowledge_base.vector_stores.test_store_suite import QUERIES
 from tests.helpers.processes import free_port
@@ -29,13 +29,7 @@ def results():
 
 def test_faiss_to_milvus_to_pg_and_back_keeps_ids_and_results(close_stores, pg_database, monkeypatch, kb_root, capsys):
     use_pg(monkeypatch, pg_database)
-    service.create_kb("demo", "faiss")
-    names = [
-        write(kb_root, "demo", "guide.md", GUIDE),
-        write(kb_root, "demo", "tables/faq.csv", CSV),
-        write(kb_root, "demo", "zh.txt", ZH.encode("gbk")),
-    ]
-    assert service.ingest_files("demo", names).failed == {}
+    ingest_demo(kb_root, "faiss")
     expected = results()
     rows = [c.doc_id for c in service.list_docs("demo")]
     for target in ("milvus", "pg", "faiss"):

@@ -26,7 +26,7 @@ from server.knowledge_base.vector_stores import (
     open_remote_store,
 )
 from tests.conftest import REPO_ROOT
-from tests.knowledge_base.test_service import CSV, GUIDE, ZH, write
+from tests.knowledge_base.test_service import GUIDE, ingest_demo, write
 from tests.knowledge_base.vector_stores.conftest import use_pg
 
 QUERIES = ["Which port does the web interface use?", "how many legs has a spider", "分块大小是多少", "pip requirements"]
@@ -34,15 +34,7 @@ QUERIES = ["Which port does the web interface use?", "how many legs has a spider
 
 @pytest.fixture
 def demo(vs_type, kb_root):
-    service.create_kb("demo", vs_type)
-    names = [
-        write(kb_root, "demo", "guide.md", GUIDE),
-        write(kb_root, "demo", "tables/faq.csv", CSV),
-        write(kb_root, "demo", "zh.txt", ZH.encode("gbk")),
-    ]
-    report = service.ingest_files("demo", names)
-    assert report.failed == {}
-    return report
+    return ingest_demo(kb_root, vs_type)
 
 
 def all_chunks(kb_name="demo"):
