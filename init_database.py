@@ -6,6 +6,7 @@ Examples:
   python init_database.py --prune-db -n samples    forget files deleted from content/
   python init_database.py --check                  report where the database, vector stores and content/ disagree
   python init_database.py --repair                 fix that (re-embeds only chunks whose vectors are gone)
+  python init_database.py --migrate-kb samples --to milvus   move a knowledge base to another store
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def vs_types() -> tuple[str, ...]:
+    from configs.settings import KbsConfig  # one entry per store type, Chatchat's kbs_config
+
+    return tuple(KbsConfig.model_fields)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Only one main action runs per call, in this order of precedence: --recreate-vs, --import-db, "
-        "--update-in-db, --increment, --prune-db, --prune-folder, --repair, --check; --export and --import run "
-        "alone. --create-tables and --clear-tables run first.",
+        "--update-in-db, --increment, --prune-db, --prune-folder, --repair, --check (--migrate-kb before all); "
+        "--export and --import run alone. --create-tables and --clear-tables run first.",
     )  # fmt: skip
     parser.add_argument(
         "-r",
@@ -114,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="processes that parse files in parallel (default: INGEST_WORKERS, 0 = one per core)",
     )
+    parser.add_argument(
+        "--vs-type",
+        choices=vs_types(),
+        default=None,
+        help="store type of the knowledge bases this run creates (default: DEFAULT_VS_TYPE from settings)",
+    )
+    parser.add_argument(
+        "--migrate-kb",
+        metavar="KB",
+        help="copy a knowledge base's vectors, texts and metadata into the store type --to names (nothing is "
+        "embedded again), check the counts, then switch the knowledge base to it",
+    )
+    parser.add_argument("--to", dest="to_vs_type", choices=vs_types(), help="the store type --migrate-kb moves to")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser  # fmt: skip
 
@@ -271,17 +291,32 @@ def portable_action(args) -> int:
     return 0
 
 
+def maintenance_actions(args) -> list:
+    """The actions that change knowledge bases in bulk (--check/--repair run only without them)."""
+    return [
+        args.migrate_kb, args.recreate_vs, args.import_db, args.update_in_db, args.increment, args.prune_db,
+        args.prune_folder,
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    maintenance = [
-        args.recreate_vs, args.import_db, args.update_in_db, args.increment, args.prune_db, args.prune_folder,
-    ]  # fmt: skip
-    actions = [*maintenance, args.repair, args.check, args.export, args.import_archive]
+    actions = [*maintenance_actions(args), args.repair, args.check, args.export, args.import_archive]
     if not any(actions) and not (args.create_tables or args.clear_tables):
         build_parser().print_help()
         return 0
 
+    from server.knowledge_base.vector_stores import StoreSettingsError, StoreUnavailable
+
+    try:
+        return run(args)
+    except (StoreSettingsError, StoreUnavailable) as exc:  # a wrong KBS_CONFIG or a store server down
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     from configs import get_settings
     from server.db.engine import create_tables, drop_tables
     from server.knowledge_base import migrate, paths, service
@@ -297,13 +332,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.export or args.import_archive:
         return portable_action(args)
-    if (args.check or args.repair) and not any(maintenance):
+    if (args.check or args.repair) and not any(maintenance_actions(args)):
         return check_or_repair(args.kb_name, repair=args.repair, as_json=args.json)
     kb_names = args.kb_name or paths.list_kb_folders()
     for name in kb_names:
         paths.validate_kb_name(name)
     reports = []
-    if args.recreate_vs or args.update_in_db or args.increment:
+    if args.migrate_kb:
+        if not args.to_vs_type:
+            print("error: --migrate-kb needs --to VS_TYPE", file=sys.stderr)
+            return 2
+        copied = migrate.move_kb(args.migrate_kb, args.to_vs_type)
+        counts = ", ".join(f"{store} {count} chunks" for store, count in copied.items())
+        print(f"{args.migrate_kb}: moved to {args.to_vs_type} ({counts})")
+    elif args.recreate_vs or args.update_in_db or args.increment:
         mode = "recreate_vs" if args.recreate_vs else "update_in_db" if args.update_in_db else "increment"
         options = service.default_chunking()
         if args.workers is not None:
@@ -311,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         if kb_names:
             load_embedding_model(args.embed_model or settings.EMBEDDING_MODEL)
         for kb_name in kb_names:
+            if args.vs_type and not service.kb_exists(kb_name):
+                service.create_kb(kb_name, args.vs_type, args.embed_model)
             total = len(paths.list_content_files(kb_name))
             bars = ProgressBars(kb_name, total, args.quiet)
             try:

@@ -450,6 +450,13 @@ def preflight(stages: list[list[Service]], args, settings) -> None:
                 f"port {service.port} on {service.host} is already in use (needed by {service.name}): "
                 f"stop what uses it, or {hint}"
             )
+    if any(s.name == "api" for stage in stages for s in stage):
+        from server.knowledge_base.vector_stores.checks import check_store_servers
+
+        try:
+            check_store_servers(settings)
+        except (ValueError, RuntimeError) as exc:  # StoreSettingsError, StoreUnavailable: one line each
+            raise ConfigError(str(exc)) from None
     starts_controller = any(s.name == "controller" for stage in stages for s in stage)
     has_workers = any(s.kind == "worker" for stage in stages for s in stage)
     if has_workers and not starts_controller:

@@ -69,6 +69,32 @@ class OnlineModelConfig(BaseModel):
     embeddings: bool = False
 
 
+class MilvusConfig(BaseModel):
+    """Chatchat's kbs_config["milvus"] / ["zilliz"]. Empty uri and host: Milvus Lite in a file per store."""
+
+    uri: str = ""  # http(s)://host:19530, or a Zilliz Cloud endpoint
+    host: str = ""
+    port: int = Field(19530, ge=1, le=65535)
+    user: str = ""
+    password: str = ""
+    secure: bool = False
+    token: str = ""  # Zilliz Cloud API key (or user:password)
+    db_name: str = ""
+
+
+class PgConfig(BaseModel):
+    """Chatchat's kbs_config["pg"]: a PostgreSQL with the pgvector extension."""
+
+    connection_uri: str = ""  # postgresql://user:password@host:5432/database
+
+
+class KbsConfig(BaseModel):
+    faiss: dict[str, Any] = {}
+    milvus: MilvusConfig = MilvusConfig()
+    zilliz: MilvusConfig = MilvusConfig()
+    pg: PgConfig = PgConfig()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHATCHAT_",
@@ -87,7 +113,13 @@ class Settings(BaseSettings):
 
     # ---- knowledge base ----------------------------------------------------------
     DEFAULT_KNOWLEDGE_BASE: str = "samples"
-    DEFAULT_VS_TYPE: Literal["faiss"] = "faiss"
+    # Chatchat's vs_type names (docs/vector_stores.md); each knowledge base keeps the type it was created with.
+    DEFAULT_VS_TYPE: Literal["faiss", "milvus", "zilliz", "pg"] = "faiss"
+    KBS_CONFIG: KbsConfig = KbsConfig()
+    # A FAISS store searches exactly (flat) up to this many chunks, then switches to an IVF index that
+    # reads FAISS_IVF_NPROBE of its ~4*sqrt(n) lists per query (bench/bench_scale.py: recall@10 and speed).
+    FAISS_IVF_THRESHOLD: int = Field(200_000, ge=1_000)
+    FAISS_IVF_NPROBE: int = Field(32, ge=1)
     CACHED_VS_NUM: int = Field(1, ge=1)
     CACHED_MEMO_VS_NUM: int = Field(10, ge=1)
     MEMO_VS_TTL_SECONDS: int = Field(3600, ge=1)
@@ -306,6 +338,7 @@ class Settings(BaseSettings):
         data.pop("ONLINE_LLM_MODEL", None)
         data.pop("ONLINE_EMBEDDING_MODELS", None)
         data.pop("SQLALCHEMY_DATABASE_URI", None)
+        data.pop("KBS_CONFIG", None)  # passwords, tokens, connection URIs
         return {k: v for k, v in data.items() if not any(h in k.upper() for h in hidden)}
 
 

@@ -40,6 +40,7 @@ from server.json_body import JsonBodyMiddleware, json_safe
 from server.knowledge_base import paths
 from server.knowledge_base.model_guard import EmbeddingModelChanged
 from server.knowledge_base.paths import UnsafeName
+from server.knowledge_base.vector_stores.base import StoreSettingsError, StoreUnavailable
 from server.knowledge_base.vector_stores.faiss_store import StoreSaveFailed
 from server.signed_links import DOWNLOAD_PATH, is_signed_download
 
@@ -376,6 +377,13 @@ def install(app: FastAPI) -> None:
     async def _model_changed(_request: Request, exc: EmbeddingModelChanged) -> JSONResponse:
         # Refused, with the command that fixes it, rather than mixing two models' vectors.
         return JSONResponse({"code": 409, "msg": str(exc), "data": None}, 409)
+
+    @app.exception_handler(StoreUnavailable)
+    @app.exception_handler(StoreSettingsError)
+    async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Milvus or PostgreSQL is down or misconfigured: say so (one line, no secrets), not a bare 500.
+        logger.error("vector store failed on %s: %s", request.url.path, exc)
+        return JSONResponse({"code": 503, "msg": f"向量库不可用：{exc}", "data": None}, 503)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

@@ -21,7 +21,7 @@ from server.db.repositories.knowledge_file import ChunkRow, FileIngestion
 from server.knowledge_base import paths, service
 from server.knowledge_base.embeddings import get_embeddings
 from server.knowledge_base.ingest import file_digest
-from server.knowledge_base.vector_stores import FaissStore, StoreCorrupted, get_store_cache
+from server.knowledge_base.vector_stores import StoreCorrupted, VectorStore, get_store_cache
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class _State:
 def _read_state(kb: KnowledgeBaseRecord) -> _State:
     backend = get_embeddings(kb.embed_model)
 
-    def view(store: FaissStore) -> tuple[dict[str, list[str]], list[str]]:
+    def view(store: VectorStore) -> tuple[dict[str, list[str]], list[str]]:
         return store.sources(), store.stale_keyword_ids()
 
     stored, stale = service._read_store(kb.kb_name, kb.embed_model, backend, view)
@@ -259,7 +259,7 @@ def _set_aside_unreadable_store(kb: KnowledgeBaseRecord) -> None:
     logger.warning("vector store of %s unreadable: kept in %s, rebuilding from content/", kb.kb_name, kept)
 
 
-def _fix_store(store: FaissStore, state: _State) -> list[FileIngestion]:
+def _fix_store(store: VectorStore, state: _State) -> list[FileIngestion]:
     """Remove orphan chunks nobody owns, re-make stale keyword terms; return rows for the chunks adopted."""
     adopted = []
     for source, ids in state.orphans().items():

@@ -11,6 +11,7 @@ from sqlalchemy import inspect
 
 from server.db.engine import get_engine, session_scope
 from server.db.models import Base
+from server.db.repositories import knowledge_base as kb_repo
 from server.db.repositories import knowledge_file as file_repo
 from server.knowledge_base import paths, service
 from server.knowledge_base.ingest import ChunkingOptions
@@ -65,6 +66,45 @@ def prune_folder(kb_name: str) -> list[str]:
             paths.file_path(kb_name, name).unlink()
             removed.append(name)
     return removed
+
+
+def move_kb(kb_name: str, vs_type: str) -> dict[str, int]:
+    """Copy a knowledge base's store and summary store to another store type, without embedding again,
+    check the counts, then switch the knowledge base to it; returns the chunks copied per store.
+
+    Each source store stays locked for writing while it is copied (other writers wait); a summary made
+    while the chunks are being copied is not carried over. The source keeps its data afterwards (delete
+    it by hand, or move back: the target is emptied before each copy)."""
+    from server.knowledge_base.embeddings import get_embeddings
+    from server.knowledge_base.summary import summary_store_location
+    from server.knowledge_base.vector_stores import SUPPORTED_VS_TYPES, get_store_cache, open_store
+    from server.knowledge_base.vector_stores.transfer import copy_store
+
+    record = service.get_kb(kb_name)
+    if vs_type not in SUPPORTED_VS_TYPES:
+        raise ValueError(f"unsupported vector store type '{vs_type}' (supported: {', '.join(SUPPORTED_VS_TYPES)})")
+    if vs_type == record.vs_type:
+        raise ValueError(f"knowledge base {kb_name} already uses {vs_type}")
+    dimension = get_embeddings(record.embed_model).dimension
+    cache = get_store_cache()
+    (main_key, main_folder), (summary_key, summary_folder) = (
+        service._store_key(kb_name, record.embed_model),
+        summary_store_location(kb_name, record.embed_model),
+    )
+    copied = {}
+    # One store locked at a time (the cache may hold only one): summaries first, then the chunks,
+    # whose lock is held until the knowledge base has switched, so no chunk written meanwhile is lost.
+    # The knowledge base's write lock around both: a delete waits, and a deleted one is not copied.
+    with service.writing_to(record):
+        with cache.write(summary_key, summary_folder, dimension, save=False, vs_type=record.vs_type) as source:
+            target = open_store(vs_type, summary_key, summary_folder, dimension)
+            copied[summary_key[1]] = copy_store(source, target, summary_folder)
+        with cache.write(main_key, main_folder, dimension, save=False, vs_type=record.vs_type) as source:
+            target = open_store(vs_type, main_key, main_folder, dimension)
+            copied[main_key[1]] = copy_store(source, target, main_folder)
+            kb_repo.set_vs_type(kb_name, vs_type)
+        cache.forget_kb(kb_name)
+    return copied
 
 
 def import_db(source: Path) -> dict[str, int]:

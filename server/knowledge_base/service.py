@@ -37,12 +37,14 @@ from server.knowledge_base.ingest_cache import cache_location, open_cache
 from server.knowledge_base.model_guard import check_kb_model, record_kb_model
 from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores import (
+    REMOTE_VS_TYPES,
     SUPPORTED_VS_TYPES,
-    FaissStore,
     ScoredChunk,
     StoreCorrupted,
     StoredChunk,
+    VectorStore,
     get_store_cache,
+    open_remote_store,
 )
 
 logger = logging.getLogger(__name__)
@@ -189,9 +191,10 @@ def delete_kb(kb_name: str) -> None:
     kb = get_kb(kb_name)
     folder = paths.kb_path(kb_name)
     with writing_to(kb):
+        get_store_cache().forget_kb(kb_name)
+        drop_remote_stores(kb)  # first: a store server that fails leaves the knowledge base whole
         file_repo.delete_all_files(kb_name)
         kb_repo.delete_kb_row(kb_name)
-        get_store_cache().forget_kb(kb_name)
         if folder.is_symlink():
             folder.unlink()
         elif folder.exists():
@@ -201,6 +204,22 @@ def delete_kb(kb_name: str) -> None:
 def update_info(kb_name: str, kb_info: str) -> None:
     if not kb_repo.update_kb_info(kb_name, kb_info):
         raise KnowledgeBaseNotFound(kb_name)
+
+
+def drop_remote_stores(record: KnowledgeBaseRecord, vs_type: str | None = None) -> None:
+    """Delete a knowledge base's store and summary store on their server (Milvus, PostgreSQL)."""
+    vs_type = vs_type or record.vs_type
+    if vs_type not in REMOTE_VS_TYPES:
+        return
+    from server.knowledge_base.summary import summary_store_location
+
+    dimension = get_embeddings(record.embed_model).dimension
+    for key, folder in (
+        _store_key(record.kb_name, record.embed_model),
+        summary_store_location(record.kb_name, record.embed_model),
+    ):
+        get_store_cache().forget(key)
+        open_remote_store(vs_type, key, folder, dimension).drop()
 
 
 # ---- vector store access ----------------------------------------------------------------
@@ -238,26 +257,34 @@ def _store_key(kb_name: str, embed_model: str) -> tuple[tuple[str, str], object]
     return (kb_name, embed_model), paths.vector_store_path(kb_name, embed_model)
 
 
+def vs_type_of(kb_name: str) -> str:
+    """The store type a knowledge base was created with (DEFAULT_VS_TYPE while it is being created)."""
+    record = kb_repo.get_kb(kb_name)
+    return record.vs_type if record else get_settings().DEFAULT_VS_TYPE
+
+
 def _write_store(
     kb: KnowledgeBaseRecord,
     backend: EmbeddingBackend,
-    change: Callable[[FaissStore], object],
+    change: Callable[[VectorStore], object],
     *,
     force_save: bool = False,
     save: bool = True,
+    vs_type: str | None = None,
 ):
     key, folder = _store_key(kb.kb_name, kb.embed_model)
-    with writing_to(kb), get_store_cache().write(key, folder, backend.dimension, save=save) as store:
+    cache = get_store_cache()
+    with writing_to(kb), cache.write(key, folder, backend.dimension, save=save, vs_type=kb.vs_type) as store:
         result = change(store)
         if force_save:
             store.dirty = True
         return result
 
 
-def _read_store(kb_name: str, embed_model: str, backend: EmbeddingBackend, use: Callable[[FaissStore], object]):
+def _read_store(kb_name: str, embed_model: str, backend: EmbeddingBackend, use: Callable[[VectorStore], object]):
     key, folder = _store_key(kb_name, embed_model)
     try:
-        with get_store_cache().read(key, folder, backend.dimension) as store:
+        with get_store_cache().read(key, folder, backend.dimension, vs_type_of(kb_name)) as store:
             return use(store)
     except (OSError, StoreCorrupted):
         # A delete_kb in another request can remove the folder while we read it: that is "not found",
@@ -428,7 +455,7 @@ class _FileWriter:
             return
         ingestions = []
 
-        def replace_files(store: FaissStore) -> int:
+        def replace_files(store: VectorStore) -> int:
             for parsed, vectors in self.ready:
                 store.delete(store.ids_for_source(parsed.file_name))
                 chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
@@ -479,7 +506,7 @@ def add_custom_docs(kb_name: str, file_name: str, docs: list[Document], *, not_r
     chunks = [StoredChunk("", d.page_content, {**d.metadata, "source": file_name}) for d in docs if d.page_content]
     vectors = backend.embed([c.page_content for c in chunks])
 
-    def replace(store: FaissStore) -> list[str]:
+    def replace(store: VectorStore) -> list[str]:
         store.delete(store.ids_for_source(file_name))
         return store.add(chunks, vectors)
 
@@ -514,7 +541,7 @@ def delete_files(
             continue
         targets.append((name, path))
 
-    def remove(store: FaissStore) -> None:
+    def remove(store: VectorStore) -> None:
         for name, _ in targets:
             store.delete(store.ids_for_source(name))
 
@@ -614,12 +641,13 @@ def update_docs_by_id(kb_name: str, docs: dict[str, Document]) -> bool:
     ids = list(docs)
     vectors = backend.embed([docs[i].page_content for i in ids])
 
-    def update(store: FaissStore) -> dict[str, dict] | None:
-        if len(store.get(ids)) != len(ids):
+    def update(store: VectorStore) -> dict[str, dict] | None:
+        stored = store.get(ids)
+        if len(stored) != len(ids):
             return None
         updated = {}
-        for doc_id, vector in zip(ids, vectors, strict=True):
-            source = store.chunks[doc_id].metadata.get("source")
+        for doc_id, vector, old in zip(ids, vectors, stored, strict=True):
+            source = old.metadata.get("source")
             metadata = {**docs[doc_id].metadata, "source": source}
             store.update_text(doc_id, docs[doc_id].page_content, metadata, vector)
             updated[doc_id] = metadata
@@ -693,7 +721,7 @@ def snapshot_files(kb_name: str) -> list[FileSnapshot]:
     backend = get_embeddings(kb.embed_model)
     records = file_repo.list_files(kb_name)
 
-    def read(store: FaissStore) -> list[FileSnapshot]:
+    def read(store: VectorStore) -> list[FileSnapshot]:
         snapshots = []
         for record in records:
             chunks = store.get(store.ids_for_source(record.file_name))
@@ -722,7 +750,7 @@ def store_snapshots(kb_name: str, snapshots: list[FileSnapshot]) -> int:
     kb = get_kb(kb_name)
     backend = get_embeddings(kb.embed_model)
 
-    def replace(store: FaissStore) -> int:
+    def replace(store: VectorStore) -> int:
         for snapshot in snapshots:
             store.delete(store.ids_for_source(snapshot.record.file_name))
             store.add(snapshot.chunks, snapshot.vectors)

@@ -21,7 +21,7 @@ from configs import get_settings
 from server.db.repositories import summary as summary_repo
 from server.knowledge_base import paths, service
 from server.knowledge_base.embeddings import get_embeddings
-from server.knowledge_base.vector_stores import StoredChunk, get_store_cache
+from server.knowledge_base.vector_stores import REMOTE_VS_TYPES, StoredChunk, get_store_cache, open_remote_store
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +116,12 @@ def _ask(llm, prompt: str) -> str:
 # ---- storing --------------------------------------------------------------------------------------
 
 
-def _summary_store(kb_name: str, embed_model: str):
+def summary_store_location(kb_name: str, embed_model: str):
+    """(cache key, folder) of a knowledge base's summary store."""
     key = (kb_name, f"{SUMMARY_FOLDER}/{embed_model}")
     folder = paths.kb_path(kb_name) / SUMMARY_FOLDER / paths.validate_model_dir_name(embed_model)
     return key, folder
+
 
 
 def summarize_file(kb_name: str, file_name: str, description: str, options: LLMOptions, embed_model: str = "") -> str:
@@ -136,8 +138,9 @@ def summarize_file(kb_name: str, file_name: str, description: str, options: LLMO
     embed_model = embed_model or kb.embed_model
     backend = get_embeddings(embed_model)
     vector = backend.embed([text])
-    key, folder = _summary_store(kb_name, embed_model)
-    with service.writing_to(kb), get_store_cache().write(key, folder, backend.dimension) as store:
+    key, folder = summary_store_location(kb_name, embed_model)
+    cache = get_store_cache()
+    with service.writing_to(kb), cache.write(key, folder, backend.dimension, vs_type=kb.vs_type) as store:
         store.delete(store.ids_for_source(file_name))
         summary_id = store.add([StoredChunk("", text, metadata)], vector)[0]
         summary_repo.replace_file_summary(kb_name, file_name, summary_id, text, doc_ids, metadata)
@@ -156,8 +159,11 @@ def summarize_doc_ids(kb_name: str, doc_ids: list[str], description: str, option
 
 
 def clear_summaries(kb_name: str, embed_model: str) -> None:
-    key, folder = _summary_store(kb_name, embed_model)
+    key, folder = summary_store_location(kb_name, embed_model)
     get_store_cache().forget(key)
+    kb = service.get_kb(kb_name)
+    if kb.vs_type in REMOTE_VS_TYPES:
+        open_remote_store(kb.vs_type, key, folder, get_embeddings(embed_model).dimension).drop()
     shutil.rmtree(folder, ignore_errors=True)
     summary_repo.delete_summaries(kb_name)
 

@@ -33,9 +33,9 @@ def write(kb_root, kb, name, data):
     return name
 
 
-@pytest.fixture
-def demo_kb(kb_root):
-    service.create_kb("demo")
+def ingest_demo(kb_root, vs_type=None):
+    """The "demo" knowledge base with a Markdown guide, a CSV table and a GBK-encoded Chinese text."""
+    service.create_kb("demo", vs_type)
     names = [
         write(kb_root, "demo", "guide.md", GUIDE),
         write(kb_root, "demo", "tables/faq.csv", CSV),
@@ -44,6 +44,11 @@ def demo_kb(kb_root):
     report = service.ingest_files("demo", names)
     assert report.failed == {}
     return report
+
+
+@pytest.fixture
+def demo_kb(kb_root):
+    return ingest_demo(kb_root)
 
 
 def top_source(query):

@@ -13,6 +13,7 @@ from webui_pages.knowledge_base.consistency import consistency_section
 from webui_pages.knowledge_base.retrieval_test import retrieval_test_tab
 
 NEW_KB = "__new_kb__"
+VS_TYPES = ("faiss", "milvus", "zilliz", "pg")  # Chatchat's vs_type names; the API says which ones it supports
 MAX_CHUNKS_SHOWN = 200  # editing more than this in one page is not useful and slows the browser
 
 
@@ -81,7 +82,9 @@ def create_form(api: ApiClient, settings) -> None:
         name = st.text_input(t("kb_name"), placeholder=t("kb_name_placeholder"), key="new_kb_name")
         info = st.text_input(t("kb_info"), placeholder=t("kb_info_placeholder"), key="new_kb_info")
         cols = st.columns(2)
-        vs_type = cols[0].selectbox(t("vs_type"), [configs.get("DEFAULT_VS_TYPE") or settings.DEFAULT_VS_TYPE])
+        default_vs = configs.get("DEFAULT_VS_TYPE") or settings.DEFAULT_VS_TYPE
+        vs_types = [default_vs, *[v for v in VS_TYPES if v != default_vs]]
+        vs_type = cols[0].selectbox(t("vs_type"), vs_types)
         embed_model = cols[1].selectbox(t("embed_model"), embed_models)
         submitted = st.form_submit_button(t("kb_create"), type="primary")
     if not submitted:

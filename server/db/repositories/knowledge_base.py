@@ -88,6 +88,13 @@ def set_embed_model(kb_name: str, embed_model: str) -> None:
             row.embed_model = embed_model
 
 
+def set_vs_type(kb_name: str, vs_type: str) -> None:
+    with session_scope() as session:
+        row = _row(session, kb_name)
+        if row is not None:
+            row.vs_type = vs_type
+
+
 def set_embed_fingerprint(kb_name: str, fingerprint: str | None) -> None:
     with session_scope() as session:
         for row in session.scalars(select(KnowledgeBaseModel).where(KnowledgeBaseModel.kb_name == kb_name)):

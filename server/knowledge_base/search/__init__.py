@@ -18,7 +18,7 @@ from configs import Settings, get_settings
 from server.knowledge_base.keyword_index import tokenize
 from server.knowledge_base.search.fusion import fuse
 from server.knowledge_base.search.reranker import UnknownRerankerModel, get_reranker
-from server.knowledge_base.vector_stores.faiss_store import FaissStore, ScoredChunk, similarity_to_score
+from server.knowledge_base.vector_stores.base import ScoredChunk, VectorStore, similarity_to_score
 
 SearchMode = Literal["vector", "keyword", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
@@ -79,7 +79,7 @@ def prepare_query(text: str, embed_query) -> PreparedQuery:
 
 
 def rank_candidates(
-    store: FaissStore, query: PreparedQuery, top_k: int, score_threshold: float, options: SearchOptions
+    store: VectorStore, query: PreparedQuery, top_k: int, score_threshold: float, options: SearchOptions
 ) -> list[ScoredChunk]:
     """The best ``options.pool_size(top_k)`` chunks in the chosen mode, best first, above the threshold."""
     pool = options.pool_size(top_k)
@@ -99,6 +99,7 @@ def rank_candidates(
     vector_hits = store.search(query.vector, per_side) if options.mode == "hybrid" else []
     vector_rank = {hit.chunk.doc_id: rank for rank, hit in enumerate(vector_hits, start=1)}
     keyword_rank = {chunk.doc_id: rank for rank, (chunk, _) in enumerate(keyword_hits, start=1)}
+    chunks = {hit.chunk.doc_id: hit.chunk for hit in vector_hits} | {chunk.doc_id: chunk for chunk, _ in keyword_hits}
     doc_ids = list(dict.fromkeys([*vector_rank, *keyword_rank]))
     if not doc_ids:
         return []
@@ -123,13 +124,13 @@ def rank_candidates(
             "keyword_rank": keyword_rank.get(doc_id),
             "fused_rank": len(ranked) + 1,
         }
-        ranked.append(ScoredChunk(store.chunks[doc_id], score, details))
+        ranked.append(ScoredChunk(chunks[doc_id], score, details))
         if len(ranked) == pool:
             break
     return ranked
 
 
-def _keyword_scores(store: FaissStore, terms: list[str], doc_ids: list[str], keyword_hits) -> np.ndarray:
+def _keyword_scores(store: VectorStore, terms: list[str], doc_ids: list[str], keyword_hits) -> np.ndarray:
     """BM25 of every candidate: the keyword side's own scores, and the rest scored for the query."""
     known = {chunk.doc_id: score for chunk, score in keyword_hits}
     unscored = [doc_id for doc_id in doc_ids if doc_id not in known]

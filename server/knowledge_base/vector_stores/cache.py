@@ -9,6 +9,9 @@
 * A failed save (disk full) leaves in memory what is on disk: a writer's changes are dropped
   with the store, which the next use reloads, so chunks the database never recorded are neither
   searchable nor saved later. A store evicted with unsaved changes stays cached until it saves.
+* Stores on a server (Milvus, PostgreSQL) are opened once and asked to catch up (``refresh``)
+  before each use; every write block ends with their ``save`` (PostgreSQL's commit), and a failure
+  drops the connection with the block's uncommitted changes.
 """
 
 from __future__ import annotations
@@ -17,27 +20,45 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
 
+from server.knowledge_base.vector_stores.base import StoreUnavailable, VectorStore
 from server.knowledge_base.vector_stores.faiss_store import FaissStore, StoreSaveFailed, read_generation
 
 LOCK_FILE = ".lock"
 logger = logging.getLogger(__name__)
 
 
+# (vs_type, key, folder, dimension) -> a store on a server
+RemoteOpener = Callable[[str, tuple[str, str], Path, int], VectorStore]
+
+
 class StoreHandle:
-    def __init__(self, folder: Path, dimension: int):
+    def __init__(
+        self,
+        folder: Path,
+        dimension: int,
+        vs_type: str = "faiss",
+        key: tuple[str, str] = ("", ""),
+        open_remote: RemoteOpener | None = None,
+    ):
         self.folder = folder
         self.dimension = dimension
+        self.vs_type, self.key, self.open_remote = vs_type, key, open_remote
         self.lock = threading.RLock()
-        self.store: FaissStore | None = None
+        self.store: VectorStore | None = None
 
-    def _ensure_current(self) -> FaissStore:
+    def _ensure_current(self, writing: bool = False) -> VectorStore:
         """Load the store, or reload it if another process saved a newer generation."""
+        if self.vs_type != "faiss":
+            if self.store is None:
+                self.store = self.open_remote(self.vs_type, self.key, self.folder, self.dimension)
+            self.store.refresh(writing)
+            return self.store
         on_disk = read_generation(self.folder)
         if self.store is not None and (on_disk <= self.store.generation or self.store.dirty):
             return self.store
@@ -50,6 +71,14 @@ class StoreHandle:
         with self.lock, FileLock(str(self.folder / LOCK_FILE)):
             if self.store is not None and self.store.dirty:
                 self.store.save(self.folder)
+
+    def drop_store(self) -> None:
+        """Forget the store in memory (a server store also closes its connection, dropping what it did
+        not commit); the next use loads or connects again."""
+        with self.lock:  # not while another thread uses it
+            store, self.store = self.store, None
+            if store is not None:
+                store.discard()
 
 
 def _load_or_new(folder: Path, dimension: int, generation: int) -> FaissStore:
@@ -87,17 +116,20 @@ def _save_rebuilt_keywords(folder: Path, store: FaissStore) -> None:
 
 
 class VectorStoreCache:
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, open_remote: RemoteOpener | None = None):
         self.capacity = max(1, capacity)
+        self.open_remote = open_remote
         self._handles: OrderedDict[tuple[str, str], StoreHandle] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _handle(self, key: tuple[str, str], folder: Path, dimension: int) -> StoreHandle:
+    def _handle(self, key: tuple[str, str], folder: Path, dimension: int, vs_type: str = "faiss") -> StoreHandle:
         evicted: list[tuple[tuple[str, str], StoreHandle]] = []
         with self._lock:
             handle = self._handles.get(key)
-            if handle is None or handle.folder != folder:
-                handle = StoreHandle(folder, dimension)
+            if handle is None or handle.folder != folder or handle.vs_type != vs_type:
+                if handle is not None and handle.vs_type != "faiss":
+                    evicted.append((key, handle))  # the knowledge base moved to another store
+                handle = StoreHandle(folder, dimension, vs_type, key, self.open_remote)
                 self._handles[key] = handle
             self._handles.move_to_end(key)
             while len(self._handles) > self.capacity:
@@ -111,6 +143,11 @@ class VectorStoreCache:
         full), keep the store cached rather than lose them, and let this unrelated request go on."""
         try:
             old.save()
+            if old.vs_type != "faiss":
+                old.drop_store()  # nothing unsaved: close its connection
+        except StoreUnavailable as exc:
+            logger.warning("could not close evicted vector store %s: %s", old.folder, exc)
+            old.drop_store()
         except StoreSaveFailed as exc:
             logger.warning("could not save evicted vector store %s: %s", old.folder, exc)
             with self._lock:
@@ -119,38 +156,58 @@ class VectorStoreCache:
                     self._handles.move_to_end(key, last=False)
 
     @contextmanager
-    def read(self, key: tuple[str, str], folder: Path, dimension: int) -> Iterator[FaissStore]:
-        handle = self._handle(key, folder, dimension)
+    def read(self, key: tuple[str, str], folder: Path, dimension: int, vs_type: str = "faiss") -> Iterator[VectorStore]:
+        handle = self._handle(key, folder, dimension, vs_type)
         with handle.lock:
-            yield handle._ensure_current()
+            try:
+                yield handle._ensure_current()
+            except StoreUnavailable:
+                handle.drop_store()  # its connection is broken: the next use connects again
+                raise
 
     @contextmanager
-    def write(self, key: tuple[str, str], folder: Path, dimension: int, *, save: bool = True) -> Iterator[FaissStore]:
-        """Modify a store; on normal exit it is saved (unless save=False), on error reloaded from disk."""
-        handle = self._handle(key, folder, dimension)
+    def write(
+        self, key: tuple[str, str], folder: Path, dimension: int, *, save: bool = True, vs_type: str = "faiss"
+    ) -> Iterator[VectorStore]:
+        """Modify a store; on normal exit it is saved (unless save=False: a server store is always
+        committed), on error reloaded from disk (a server store's transaction is rolled back)."""
+        handle = self._handle(key, folder, dimension, vs_type)
         folder.mkdir(parents=True, exist_ok=True)
         with handle.lock, FileLock(str(folder / LOCK_FILE)):
-            store = handle._ensure_current()
             try:
+                store = handle._ensure_current(writing=True)
                 yield store
             except BaseException:
-                handle.store = None  # drop half-applied changes; the next use reloads the saved state
+                handle.drop_store()  # drop half-applied changes; the next use reloads the saved state
                 raise
-            if save and store.dirty:
+            if store.remote or (save and store.dirty):
                 try:
                     store.save(folder)
                 except BaseException:
-                    handle.store = None  # what could not be saved must not stay searchable (or be saved later)
+                    handle.drop_store()  # what could not be saved must not stay searchable (or be saved later)
                     raise
 
     def forget(self, key: tuple[str, str]) -> None:
         with self._lock:
-            self._handles.pop(key, None)
+            handle = self._handles.pop(key, None)
+        if handle is not None and handle.vs_type != "faiss":
+            handle.drop_store()
 
     def forget_kb(self, kb_name: str) -> None:
         with self._lock:
-            for key in [k for k in self._handles if k[0] == kb_name]:
-                self._handles.pop(key)
+            handles = [self._handles.pop(k) for k in [k for k in self._handles if k[0] == kb_name]]
+        for handle in handles:
+            if handle.vs_type != "faiss":
+                handle.drop_store()
+
+    def close(self) -> None:
+        """Close every server store's connection (tests, shutdown); local stores stay as saved."""
+        with self._lock:
+            handles = list(self._handles.values())
+            self._handles.clear()
+        for handle in handles:
+            if handle.vs_type != "faiss":
+                handle.drop_store()
 
     def save_all(self) -> None:
         with self._lock:

@@ -19,19 +19,28 @@ when score <= score_threshold (the default threshold 1.0 keeps everything).
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from server.knowledge_base.keyword_index import BM25Index, KeywordHit, tokenize
+from server.knowledge_base.vector_stores.base import (  # noqa: F401 (re-exported: older imports name this module)
+    ScoredChunk,
+    StoreCorrupted,
+    StoredChunk,
+    StoreSaveFailed,
+    VectorStore,
+    similarity_to_score,
+    unit_rows,
+)
 
 CURRENT_FILE = "CURRENT"
 # The files of one generation, <kind>.<gen>.<suffix>, by kind.
@@ -43,47 +52,7 @@ TOKENIZER_VERSION = 1
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class StoredChunk:
-    doc_id: str
-    page_content: str
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class ScoredChunk:
-    chunk: StoredChunk
-    score: float
-    details: dict = field(default_factory=dict)  # why it was found (search mode, each side's score and rank)
-
-
-class StoreCorrupted(RuntimeError):
-    pass
-
-
-class StoreSaveFailed(OSError):
-    """A save could not be written (disk full, no permission): the previous generation stays current.
-
-    Its text names the cause without server paths, so it can be shown to a client as it is."""
-
-    def __init__(self, cause: OSError):
-        super().__init__(cause.errno, cause.strerror or str(cause))
-        reason = cause.strerror or type(cause).__name__
-        self.disk_full = cause.errno in (errno.ENOSPC, errno.EDQUOT)
-        if self.disk_full:
-            self.message = f"disk full while saving the vector store ({reason})"
-        else:
-            self.message = f"could not save the vector store ({reason})"
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def similarity_to_score(similarity: float) -> float:
-    return float(min(1.0, max(0.0, (1.0 - similarity) / 2.0)))
-
-
-class FaissStore:
+class FaissStore(VectorStore):
     def __init__(self, dimension: int):
         self.dimension = dimension
         self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
@@ -107,6 +76,8 @@ class FaissStore:
         if not self.chunks or top_k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if isinstance(self.index, faiss.IndexIVF):
+            self.index.nprobe = _ivf_settings()[1]
         similarities, ids = self.index.search(query, min(top_k, len(self.chunks)))
         hits = []
         for similarity, int_id in zip(similarities[0], ids[0], strict=True):
@@ -147,6 +118,13 @@ class FaissStore:
     def ids_for_source(self, source: str) -> list[str]:
         return list(self._ids_by_source.get(source, ()))
 
+    def export(self, batch_size: int = 1000) -> Iterator[tuple[list[StoredChunk], np.ndarray]]:
+        doc_ids = list(self.chunks)
+        for start in range(0, len(doc_ids), batch_size):
+            batch = doc_ids[start : start + batch_size]
+            int_ids = np.array([self._int_ids[d] for d in batch], dtype=np.int64)
+            yield [self.chunks[d] for d in batch], self.index.reconstruct_batch(int_ids)
+
     def sources(self) -> dict[str, list[str]]:
         """Every source file's chunk ids, in insertion order."""
         return {source: list(ids) for source, ids in self._ids_by_source.items()}
@@ -167,9 +145,7 @@ class FaissStore:
 
     # ---- writing -----------------------------------------------------------------
     def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(chunks), self.dimension):
-            raise ValueError(f"expected vectors of shape ({len(chunks)}, {self.dimension}), got {vectors.shape}")
+        vectors = unit_rows(vectors, len(chunks), self.dimension)
         for chunk in chunks:
             chunk.doc_id = chunk.doc_id or str(uuid.uuid4())
             if chunk.doc_id in self.chunks:
@@ -181,6 +157,8 @@ class FaissStore:
         for chunk, int_id in zip(chunks, int_ids, strict=True):
             self._remember(chunk, int(int_id))
         self.dirty = True
+        if not isinstance(self.index, faiss.IndexIVF) and self.index.ntotal > _ivf_settings()[0]:
+            self.index = _ivf_index_from(self.index)
         return [chunk.doc_id for chunk in chunks]
 
     def delete(self, doc_ids: list[str]) -> int:
@@ -209,10 +187,6 @@ class FaissStore:
         del same_source[doc_id]
         if not same_source:
             del self._ids_by_source[source]
-
-    def update_text(self, doc_id: str, page_content: str, metadata: dict, vector: np.ndarray) -> None:
-        self.delete([doc_id])
-        self.add([StoredChunk(doc_id, page_content, metadata)], vector.reshape(1, -1))
 
     def clear(self) -> None:
         self.delete(list(self.chunks))
@@ -279,6 +253,30 @@ class FaissStore:
     def _keywords_json(self) -> bytes:
         terms = {str(self._int_ids[d]): self.keywords.term_counts(self._int_ids[d]) for d in self.chunks}
         return json.dumps({"tokenizer": TOKENIZER_VERSION, "terms": terms}, ensure_ascii=False).encode("utf-8")
+
+
+def _ivf_settings() -> tuple[int, int]:
+    from configs import get_settings
+
+    settings = get_settings()
+    return settings.FAISS_IVF_THRESHOLD, settings.FAISS_IVF_NPROBE
+
+
+def _ivf_index_from(flat: faiss.IndexIDMap2) -> faiss.IndexIVFFlat:
+    """The same vectors and ids in an inverted-file index: exact search reads every vector, so past
+    FAISS_IVF_THRESHOLD chunks a query only reads the FAISS_IVF_NPROBE nearest of ~4*sqrt(n) lists.
+    (IVF rather than HNSW: FAISS's HNSW cannot remove vectors, and re-ingesting a file removes its chunks.)"""
+    total = flat.ntotal
+    vectors = flat.index.reconstruct_n(0, total)
+    ids = faiss.vector_to_array(flat.id_map).astype(np.int64)
+    lists = int(4 * np.sqrt(total))
+    logger.info("FAISS store of %d chunks: building an IVF index with %d lists", total, lists)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(flat.d), flat.d, lists, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(total, min(total, 64 * lists), replace=False)
+    index.train(vectors[np.sort(sample)])
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # lets vectors be read back and removed by id
+    index.add_with_ids(vectors, ids)
+    return index
 
 
 def _read_keywords(path: Path) -> dict[int, dict[str, int]]:

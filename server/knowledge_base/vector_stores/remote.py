@@ -1,0 +1,199 @@
+"""The part of the Milvus and PostgreSQL stores that does not depend on the server.
+
+Vectors, texts and metadata live on the server; so do each chunk's search terms (counts by term),
+made once by the project's tokenizer when the chunk is added. The BM25 side is the project's own
+index (keyword_index/), held in memory and built from those stored terms, so keyword scores and the
+hybrid fusion mean exactly what they mean on FAISS. (Milvus's own BM25 was measured and not used:
+docs/vector_stores.md.)
+
+Other processes may change the same store. Every write block ends by storing a new random "change
+marker" next to the data; before each use a store compares the marker with the one it last saw and
+rebuilds its keyword index from the server when they differ.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from server.knowledge_base.keyword_index import BM25Index, tokenize
+from server.knowledge_base.vector_stores.base import (
+    ScoredChunk,
+    StoredChunk,
+    VectorStore,
+    similarity_to_score,
+    unit_rows,
+)
+
+# One stored chunk as the servers hand it back: the chunk, its term counts and (when asked) its vector.
+Row = tuple[StoredChunk, dict[str, int], np.ndarray | None]
+
+
+class RemoteStore(VectorStore):
+    remote = True
+
+    def __init__(self, dimension: int):
+        self.dimension = dimension
+        self.keywords = BM25Index()
+        self._keys: dict[str, int] = {}  # doc id -> key in the keyword index
+        self._doc_ids: dict[int, str] = {}
+        self._next_key = 0
+        self._marker: str | None = None
+        self.dirty = False
+
+    # ---- what a server must provide ----------------------------------------------------
+    @abstractmethod
+    def _count(self) -> int: ...
+
+    @abstractmethod
+    def _insert(self, rows: list[Row]) -> None: ...
+
+    @abstractmethod
+    def _delete(self, doc_ids: list[str]) -> None: ...
+
+    @abstractmethod
+    def _fetch(self, doc_ids: list[str], with_vectors: bool) -> dict[str, Row]: ...
+
+    @abstractmethod
+    def _source_ids(self, sources: list[str], limit: int | None) -> list[str]:
+        """Ids of the chunks of these sources, in stored order."""
+
+    @abstractmethod
+    def _nearest(self, vector: np.ndarray, top_k: int) -> list[tuple[StoredChunk, float]]:
+        """(chunk, cosine) of the nearest chunks, best first."""
+
+    @abstractmethod
+    def _scan(self, batch_size: int, with_vectors: bool) -> Iterator[list[Row]]: ...
+
+    @abstractmethod
+    def _remove_all(self) -> None: ...
+
+    @abstractmethod
+    def _read_marker(self, writing: bool) -> str | None:
+        """The stored change marker; ``writing``: also start the write (PostgreSQL locks the row)."""
+
+    @abstractmethod
+    def _write_marker(self, marker: str) -> None: ...
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    # ---- keeping up with other processes -----------------------------------------------
+    def refresh(self, writing: bool = False) -> None:
+        marker = self._read_marker(writing)
+        if marker != self._marker or marker is None:
+            self._rebuild_keywords()
+            self._marker = marker
+
+    def _rebuild_keywords(self) -> None:
+        self.keywords.clear()
+        self._keys.clear()
+        self._doc_ids.clear()
+        for rows in self._scan(2000, with_vectors=False):
+            for chunk, terms, _ in rows:
+                self._remember(chunk.doc_id, terms)
+
+    def _remember(self, doc_id: str, terms: dict[str, int]) -> None:
+        key = self._next_key
+        self._next_key += 1
+        self.keywords.add(key, terms)
+        self._keys[doc_id] = key
+        self._doc_ids[key] = doc_id
+
+    def _forget(self, doc_id: str) -> None:
+        key = self._keys.pop(doc_id, None)
+        if key is not None:
+            del self._doc_ids[key]
+            self.keywords.remove(key)
+
+    # ---- reading -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._count()
+
+    def search(self, vector: np.ndarray, top_k: int, score_threshold: float = 1.0) -> list[ScoredChunk]:
+        if top_k <= 0:
+            return []
+        hits = [ScoredChunk(chunk, similarity_to_score(cosine)) for chunk, cosine in self._nearest(vector, top_k)]
+        return [hit for hit in hits if hit.score <= score_threshold]
+
+    def keyword_search(self, query_terms: list[str], top_k: int) -> list[tuple[StoredChunk, float]]:
+        hits = self.keywords.search(query_terms, top_k)
+        rows = self._fetch([self._doc_ids[hit.key] for hit in hits], with_vectors=False)
+        found = [(rows.get(self._doc_ids[hit.key]), hit.score) for hit in hits]
+        return [(row[0], score) for row, score in found if row is not None]
+
+    def keyword_scores(self, query_terms: list[str], doc_ids: list[str]) -> list[float]:
+        return self.keywords.scores(query_terms, [self._keys.get(d, -1) for d in doc_ids])
+
+    def similarities(self, vector: np.ndarray, doc_ids: list[str]) -> np.ndarray:
+        rows = self._fetch(doc_ids, with_vectors=True)
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        return np.array([float(rows[d][2] @ query) if d in rows else -1.0 for d in doc_ids], dtype=np.float32)
+
+    def get(self, doc_ids: list[str]) -> list[StoredChunk]:
+        rows = self._fetch(doc_ids, with_vectors=False)
+        return [rows[d][0] for d in doc_ids if d in rows]
+
+    def texts_and_vectors(self, sources: set[str], limit: int | None = None) -> tuple[list[str], np.ndarray]:
+        doc_ids = self._source_ids(sorted(sources), limit)
+        rows = self._fetch(doc_ids, with_vectors=True)
+        found = [rows[d] for d in doc_ids if d in rows]
+        if not found:
+            return [], np.zeros((0, self.dimension), dtype=np.float32)
+        return [row[0].page_content for row in found], np.stack([row[2] for row in found]).astype(np.float32)
+
+    def ids_for_source(self, source: str) -> list[str]:
+        return self._source_ids([source], None)
+
+    def export(self, batch_size: int = 1000) -> Iterator[tuple[list[StoredChunk], np.ndarray]]:
+        for rows in self._scan(batch_size, with_vectors=True):
+            yield [row[0] for row in rows], np.stack([row[2] for row in rows]).astype(np.float32)
+
+    # ---- writing -------------------------------------------------------------------------
+    def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
+        vectors = unit_rows(vectors, len(chunks), self.dimension)
+        for chunk in chunks:
+            chunk.doc_id = chunk.doc_id or str(uuid.uuid4())
+        self.delete([chunk.doc_id for chunk in chunks])
+        rows = [
+            (chunk, dict(Counter(tokenize(chunk.page_content))), vector)
+            for chunk, vector in zip(chunks, vectors, strict=True)
+        ]
+        if rows:
+            self._insert(rows)
+            self.dirty = True
+        for chunk, terms, _ in rows:
+            self._remember(chunk.doc_id, terms)
+        return [chunk.doc_id for chunk in chunks]
+
+    def delete(self, doc_ids: list[str]) -> int:
+        present = list(self._fetch(doc_ids, with_vectors=False)) if doc_ids else []
+        if present:
+            self._delete(present)
+            self.dirty = True
+        for doc_id in present:
+            self._forget(doc_id)
+        return len(present)
+
+    def clear(self) -> None:
+        self._remove_all()
+        self.keywords.clear()
+        self._keys.clear()
+        self._doc_ids.clear()
+        self.dirty = True
+
+    def save(self, folder: Path) -> None:
+        """Store a new change marker and commit: other processes rebuild their keyword index."""
+        if self.dirty:
+            marker = uuid.uuid4().hex
+            self._write_marker(marker)
+            self._commit()
+            self._marker = marker
+        else:
+            self._commit()
+        self.dirty = False

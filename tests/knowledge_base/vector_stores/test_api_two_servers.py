@@ -1,0 +1,109 @@
+"""Two API server processes on one knowledge-base root, with their chunks in PostgreSQL/pgvector:
+what one stores the other finds at once, concurrent uploads through both lose nothing, and a stopped
+PostgreSQL is a clear 503 that changes nothing. Milvus Lite through the API (one process)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.api.helpers import upload
+from tests.helpers.api_server import start_api_server
+
+FILES = {f"note{i}.txt": f"Note {i}: the secret word of file {i} is {w}.".encode() for i, w in enumerate(
+    ["aardvark", "buffalo", "chinchilla", "dromedary", "echidna", "flamingo"]
+)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_servers(pg_server, tmp_path_factory):
+    import psycopg
+
+    from tests.knowledge_base.vector_stores.conftest import database_uri
+
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE two_servers")
+    root = tmp_path_factory.mktemp("two_servers")
+    env = {"CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI": database_uri(pg_server, "two_servers")}
+    with (
+        start_api_server(root, **env) as first,
+        start_api_server(root, **env) as second,
+        httpx.Client(base_url=first.url, timeout=120) as a,
+        httpx.Client(base_url=second.url, timeout=120) as b,
+    ):
+        yield a, b
+
+
+def search(client: httpx.Client, kb: str, query: str, mode: str = "hybrid", top_k: int = 3) -> list[dict]:
+    body = {"query": query, "knowledge_base_name": kb, "top_k": top_k, "search_mode": mode}
+    response = client.post("/knowledge_base/search_docs", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def create(client: httpx.Client, kb: str, vs_type: str) -> dict:
+    body = {"knowledge_base_name": kb, "vector_store_type": vs_type}
+    return client.post("/knowledge_base/create_knowledge_base", json=body).json()
+
+
+def test_a_file_uploaded_through_one_server_is_found_through_the_other(two_servers):
+    a, b = two_servers
+    assert create(a, "shared", "pg")["code"] == 200
+    details = b.get("/knowledge_base/list_knowledge_base_details").json()["data"]
+    assert {"kb_name": "shared", "vs_type": "pg"}.items() <= next(
+        d for d in details if d["kb_name"] == "shared"
+    ).items()
+    assert upload(a, "shared", {"first.txt": b"Zebras graze on the savanna at dawn."})["code"] == 200
+    for mode in ("keyword", "hybrid", "vector"):
+        hits = search(b, "shared", "zebras savanna", mode)
+        assert hits and hits[0]["metadata"]["source"] == "first.txt", mode
+
+
+def test_concurrent_uploads_through_both_servers_lose_nothing(two_servers):
+    a, b = two_servers
+    create(a, "busy", "pg")
+    names = sorted(FILES)
+
+    def send(index_and_name):
+        index, name = index_and_name
+        return upload((a, b)[index % 2], "busy", {name: FILES[name]})["code"]
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        assert list(pool.map(send, enumerate(names))) == [200] * len(names)
+    for client in (a, b):
+        assert (
+            sorted(client.get("/knowledge_base/list_files", params={"knowledge_base_name": "busy"}).json()["data"])
+            == names
+        )
+        found = search(client, "busy", "secret word", "vector", top_k=50)
+        assert sorted(hit["metadata"]["source"] for hit in found) == names  # one chunk each, none twice
+    assert search(b, "busy", "chinchilla", "keyword", top_k=1)[0]["metadata"]["source"] == "note2.txt"
+
+
+def test_milvus_lite_through_the_api(two_servers):
+    a, _ = two_servers  # Milvus Lite is one process's file: one server uses it
+    assert create(a, "lite", "milvus")["code"] == 200
+    upload(a, "lite", {"guide.txt": b"The API server listens on port 7861."})
+    assert search(a, "lite", "which port does the API use")[0]["metadata"]["source"] == "guide.txt"
+    assert create(a, "bogus", "chroma")["code"] != 200
+
+
+def test_a_stopped_postgresql_is_a_clear_503_and_changes_nothing(two_servers, pg_server_handle):
+    a, b = two_servers
+    before = a.get("/knowledge_base/list_files", params={"knowledge_base_name": "shared"}).json()["data"]
+    pg_server_handle.cleanup()  # the last test of the module: the server stays stopped
+    response = b.post("/knowledge_base/search_docs", json={"query": "zebras", "knowledge_base_name": "shared"})
+    assert response.status_code == 503
+    message = response.json()["msg"]
+    assert "PostgreSQL" in message and "\n" not in message
+    failed = b.post(
+        "/knowledge_base/upload_docs",
+        data={"knowledge_base_name": "shared"},
+        files=[("files", ("second.txt", b"Otters hold hands while sleeping."))],
+    )
+    assert failed.status_code in (200, 503)
+    if failed.status_code == 200:  # Chatchat's envelope: the file is reported as failed
+        assert failed.json()["data"]["failed_files"], failed.text
+    assert a.get("/knowledge_base/list_files", params={"knowledge_base_name": "shared"}).json()["data"] == before

@@ -1,0 +1,63 @@
+"""A FAISS store past FAISS_IVF_THRESHOLD chunks switches to an IVF index that still deletes, reads
+vectors back, saves and loads, and finds what exact search finds."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from configs import reload_settings
+from server.knowledge_base.vector_stores import FaissStore, StoredChunk
+
+DIMENSION = 64
+
+
+def clustered(count: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
+    """Unit vectors around a few hundred centres, as embeddings of related texts are."""
+    noise = rng.normal(0, 1.0 / np.sqrt(DIMENSION), (count, DIMENSION))
+    vectors = centers[rng.integers(0, len(centers), count)] + noise
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def small_threshold(monkeypatch):
+    monkeypatch.setenv("CHATCHAT_FAISS_IVF_THRESHOLD", "1000")
+    reload_settings()
+    yield
+    monkeypatch.delenv("CHATCHAT_FAISS_IVF_THRESHOLD")
+    reload_settings()
+
+
+def test_past_the_threshold_the_store_uses_ivf_and_keeps_working(small_threshold, tmp_path):
+    rng = np.random.default_rng(7)
+    centers = rng.normal(0, 1, (200, DIMENSION))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    vectors = clustered(3000, rng, centers)
+    store = FaissStore(DIMENSION)
+    chunks = [StoredChunk("", f"text {i}", {"source": f"f{i % 30}.txt"}) for i in range(len(vectors))]
+    store.add(chunks[:900], vectors[:900])
+    assert not isinstance(store.index, faiss.IndexIVF)
+    store.add(chunks[900:], vectors[900:])
+    assert isinstance(store.index, faiss.IndexIVF)
+
+    exact = faiss.IndexFlatIP(DIMENSION)
+    exact.add(vectors)
+    queries = clustered(100, rng, centers)
+    _, truth = exact.search(queries, 10)
+    recall = np.mean(
+        [
+            len({h.chunk.doc_id for h in store.search(q, 10)} & {chunks[i].doc_id for i in row}) / 10
+            for q, row in zip(queries, truth, strict=True)
+        ]
+    )
+    assert recall >= 0.98
+
+    removed = store.ids_for_source("f3.txt")
+    assert store.delete(removed) == 100 and len(store) == 2900
+    assert np.allclose(store.similarities(vectors[4], [chunks[4].doc_id]), [1.0], atol=1e-5)
+    store.save(tmp_path)
+    loaded = FaissStore.load(tmp_path)
+    assert isinstance(loaded.index, faiss.IndexIVF) and len(loaded) == 2900
+    assert loaded.search(vectors[5], 1)[0].chunk.doc_id == chunks[5].doc_id
+    assert all(hit.chunk.metadata["source"] != "f3.txt" for hit in loaded.search(vectors[3], 20))
