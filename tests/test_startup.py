@@ -96,6 +96,10 @@ def launched(args: list[str], env: dict[str, str], log: Path):
     try:
         yield proc
     finally:
+        if proc.poll() is None:  # a failed test: SIGTERM first, so startup.py stops its children too
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
