@@ -101,6 +101,10 @@ def _result_from_response(response: httpx.Response) -> ApiResult:
     return ApiResult(data=body, raw=body)  # a bare answer: search_docs' list, /server/configs, a template
 
 
+# Routes that answer with a file's bytes (or, on failure, a JSON envelope).
+BINARY_ROUTES = ("download_doc", "export_knowledge_base")
+
+
 def _json_or_text(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -260,6 +264,19 @@ class _Endpoints:
     def update_kb_info(self, knowledge_base_name: str, kb_info: str):
         body = {"knowledge_base_name": knowledge_base_name, "kb_info": kb_info}
         return self._call(_Request("POST", "/knowledge_base/update_info", json=body))
+
+    def export_knowledge_base(self, knowledge_base_name: str):
+        """The knowledge base as one zip (files, chunks, vectors) in ``data`` (our extension)."""
+        params = {"knowledge_base_name": knowledge_base_name}
+        return self._call(_Request("GET", "/knowledge_base/export_knowledge_base", params=params, timeout=600))
+
+    def import_knowledge_base(self, archive: Upload, knowledge_base_name: str = "", embed_model: str = ""):
+        """Create a knowledge base from an export_knowledge_base zip (our extension)."""
+        fields = _form({"knowledge_base_name": knowledge_base_name, "embed_model": embed_model})
+        parts = [("file", _file_part(archive)[1])]
+        return self._call(
+            _Request("POST", "/knowledge_base/import_knowledge_base", data=fields, files=parts, timeout=600)
+        )
 
     def check_consistency(self, knowledge_base_name: str, repair: bool = False):
         """Where database, vector store and content/ disagree; with repair, fix it (our extension)."""
@@ -583,7 +600,7 @@ class ApiClient(_Endpoints):
             response = self._client.request(request.method, request.path, **self._send_kwargs(request))
         except httpx.HTTPError as exc:
             return ApiResult(code=503, msg=connection_error_message(self.base_url, exc))
-        if request.path.endswith("download_doc") and response.status_code == 200 and not _is_json(response):
+        if request.path.endswith(BINARY_ROUTES) and response.status_code == 200 and not _is_json(response):
             return ApiResult(data=response.content, raw=response.headers.get("content-disposition"))
         return _result_from_response(response)
 
@@ -632,7 +649,7 @@ class AsyncApiClient(_Endpoints):
             response = await self._client.request(request.method, request.path, **self._send_kwargs(request))
         except httpx.HTTPError as exc:
             return ApiResult(code=503, msg=connection_error_message(self.base_url, exc))
-        if request.path.endswith("download_doc") and response.status_code == 200 and not _is_json(response):
+        if request.path.endswith(BINARY_ROUTES) and response.status_code == 200 and not _is_json(response):
             return ApiResult(data=response.content, raw=response.headers.get("content-disposition"))
         return _result_from_response(response)
 

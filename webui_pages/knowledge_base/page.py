@@ -38,6 +38,7 @@ def knowledge_base_page(api: ApiClient, status: ServiceStatus) -> None:
     )
     if picked == NEW_KB:
         create_form(api, settings)
+        import_form(api)
         return
     kb = kbs[picked]
     kb_header(api, kb)  # above the tabs: description and deletion concern the whole KB
@@ -114,11 +115,53 @@ def kb_header(api: ApiClient, kb: dict) -> None:
     if cols[1].button(t("kb_info_save"), key=f"kb_info_save_{name}"):
         report(api.update_kb_info(name, info))
         st.rerun()
+    export_control(api, name)
     with st.expander(t("kb_delete")):
         confirmed = st.checkbox(t("kb_delete_confirm", name=name), key=f"kb_delete_confirm_{name}")
         if st.button(t("kb_delete"), disabled=not confirmed, type="primary", key=f"kb_delete_{name}"):
             report(api.delete_knowledge_base(name))
             st.rerun()
+
+
+def export_control(api: ApiClient, kb_name: str) -> None:
+    """Pack the knowledge base on request (it can take a while), then offer the zip for download."""
+    state_key = f"kb_export_{kb_name}"
+    with st.expander(t("kb_export")):
+        st.caption(t("kb_export_hint"))
+        if st.button(t("kb_export_prepare"), key=f"kb_export_prepare_{kb_name}"):
+            with st.spinner(t("kb_exporting")):
+                result = api.export_knowledge_base(kb_name)
+            if result.ok and isinstance(result.data, bytes):
+                st.session_state[state_key] = result.data
+            else:
+                st.error(t("api_error", msg=result.msg))
+        archive = st.session_state.get(state_key)
+        if archive is not None:
+            st.download_button(
+                t("kb_export_download", size=len(archive) // 1024),
+                archive,
+                file_name=f"{kb_name}.zip",
+                mime="application/zip",
+                key=f"kb_export_download_{kb_name}",
+            )
+
+
+def import_form(api: ApiClient) -> None:
+    """Create a knowledge base from another instance's export, keeping its vectors."""
+    st.divider()
+    st.subheader(t("kb_import"))
+    archive = st.file_uploader(t("kb_import_file"), type=["zip"], key="kb_import_file")
+    name = st.text_input(t("kb_import_name"), key="kb_import_name")
+    if not st.button(t("kb_import"), disabled=archive is None, key="kb_import_run"):
+        return
+    with st.spinner(t("kb_importing")):
+        result = api.import_knowledge_base((archive.name, archive.getvalue()), name.strip())
+    if not result.ok:
+        st.error(t("api_error", msg=result.msg))
+        return
+    flash("success", result.msg)
+    st.session_state["_kb_pick_next"] = result.data["kb_name"]
+    st.rerun()
 
 
 # ---- ingestion ------------------------------------------------------------------------------
