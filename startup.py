@@ -217,207 +217,166 @@ def safe_name(name: str) -> str:
 
 def plan_services(args: argparse.Namespace, settings) -> tuple[list[list[Service]], list[str]]:
     """Stages of services to start in order, and notes for the user."""
-    from server.model_workers.model_paths import ModelNotFound, configured_device, resolve_local_model
-
     notes: list[str] = []
     log_level = ["--log-level", "warning"] if args.quiet else []
-    controller_url = (args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip("/")
     stages: list[list[Service]] = []
-
     if args.openai_api:
-        c, g = settings.FSCHAT_CONTROLLER, settings.FSCHAT_OPENAI_API
-        stages.append(
-            [
-                Service(
-                    "controller",
-                    "FastChat controller",
-                    ["-m", "server.controller", "--host", c.host, "--port", str(c.port), *log_level],
-                    c.url,
-                    c.host,
-                    c.port,
-                    setting="FSCHAT_CONTROLLER.port",
-                )
-            ]
-        )
-        stages.append(
-            [
-                Service(
-                    "openai_gateway",
-                    "OpenAI-compatible API",
-                    ["-m", "server.openai_gateway", "--host", g.host, "--port", str(g.port)]
-                    + ["--controller-address", settings.FSCHAT_CONTROLLER.url, *log_level],
-                    g.url,
-                    g.host,
-                    g.port,
-                    setting="FSCHAT_OPENAI_API.port",
-                )
-            ]
-        )
+        stages.extend(_gateway_stages(settings, log_level))
+    workers = _worker_services(args, settings, log_level, notes)
+    if workers:
+        stages.append(workers)
+    stages.extend([service] for service in _front_services(args, settings, log_level, notes))
+    return stages, notes
 
-    names = list(dict.fromkeys(args.model_name or settings.LLM_MODELS))
-    workers: list[Service] = []
-    taken = {cfg.port for cfg in settings.FSCHAT_MODEL_WORKERS.values() if cfg.port}
-    next_port = settings.MODEL_WORKER_BASE_PORT
 
-    def worker_port(name: str) -> tuple[str, int, str]:
-        nonlocal next_port
-        config = settings.FSCHAT_MODEL_WORKERS.get(name)
-        host = config.host if config else settings.DEFAULT_BIND_HOST
+def _server(name: str, title: str, module: str, address, setting: str, extra: list[str] | None = None) -> Service:
+    """A service that is a ``python -m module --host H --port P`` process listening at ``address``."""
+    args = ["-m", module, "--host", address.host, "--port", str(address.port), *(extra or [])]
+    return Service(name, title, args, address.url, address.host, address.port, setting=setting)
+
+
+def _gateway_stages(settings, log_level: list[str]) -> list[list[Service]]:
+    """The FastChat controller, then the OpenAI-compatible gateway that asks it for workers."""
+    controller = _server(
+        "controller", "FastChat controller", "server.controller", settings.FSCHAT_CONTROLLER,
+        "FSCHAT_CONTROLLER.port", log_level,
+    )  # fmt: skip
+    gateway = _server(
+        "openai_gateway", "OpenAI-compatible API", "server.openai_gateway", settings.FSCHAT_OPENAI_API,
+        "FSCHAT_OPENAI_API.port", ["--controller-address", settings.FSCHAT_CONTROLLER.url, *log_level],
+    )  # fmt: skip
+    return [[controller], [gateway]]
+
+
+class _WorkerPorts:
+    """Ports for model workers: the one a worker's settings name, else the next free one from the base."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.taken = {cfg.port for cfg in settings.FSCHAT_MODEL_WORKERS.values() if cfg.port}
+        self.next_port = settings.MODEL_WORKER_BASE_PORT
+
+    def __call__(self, name: str) -> tuple[str, int, str]:
+        config = self.settings.FSCHAT_MODEL_WORKERS.get(name)
+        host = config.host if config else self.settings.DEFAULT_BIND_HOST
         if config and config.port:
             return host, config.port, f"FSCHAT_MODEL_WORKERS.{name}.port"
-        while next_port in taken:
-            next_port += 1
-        port, next_port = next_port, next_port + 1
+        while self.next_port in self.taken:
+            self.next_port += 1
+        port, self.next_port = self.next_port, self.next_port + 1
         return host, port, "MODEL_WORKER_BASE_PORT"
 
-    def worker(kind_module: str, title: str, name_args: list[str], models: list[str], log_name: str) -> Service:
-        host, port, setting = worker_port(models[0])
+
+def _worker_services(args, settings, log_level: list[str], notes: list[str]) -> list[Service]:
+    """A worker per LLM to run here (local or proxied online), then one per embedding model to serve."""
+    from server.knowledge_base.embeddings import list_embedding_models
+
+    controller_url = (args.controller_address or settings.FSCHAT_CONTROLLER.url).rstrip("/")
+    ports = _WorkerPorts(settings)
+
+    def worker(module: str, title: str, model: str, log_prefix: str) -> Service:
+        host, port, setting = ports(model)
         url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         return Service(
-            log_name,
+            f"{log_prefix}-{safe_name(model)}",
             title,
-            ["-m", kind_module, "--host", host, "--port", str(port), "--controller-address", controller_url]
-            + name_args
-            + log_level,
+            ["-m", module, "--host", host, "--port", str(port), "--controller-address", controller_url]
+            + ["--model-name", model, *log_level],
             f"http://{url_host}:{port}",
             host,
             port,
             setting=setting,
             kind="worker",
-            models=models,
+            models=[model],
         )
 
-    from server.knowledge_base.embeddings import list_embedding_models
-
     embedding_models = set(list_embedding_models(settings)) | {settings.EMBEDDING_MODEL}
-    embed_names: list[str] = []
+    names = list(dict.fromkeys(args.model_name or settings.LLM_MODELS))
+    workers: list[Service] = []
     for name in names:
         if name in embedding_models:
-            embed_names.append(name)
             continue
         if name in settings.ONLINE_LLM_MODEL:
             if args.api_worker:
                 workers.append(
-                    worker(
-                        "server.model_workers.proxy_worker",
-                        "online model (proxy)",
-                        ["--model-name", name],
-                        [name],
-                        f"proxy_worker-{safe_name(name)}",
-                    )
+                    worker("server.model_workers.proxy_worker", "online model (proxy)", name, "proxy_worker")
                 )
             else:
                 notes.append(f"{name} is an online model: add -p/--api-worker to start its proxy worker")
-            continue
-        if not args.model_worker:
-            if args.lite and args.api_worker:
-                notes.append(f"{name} is a local model: not started in --lite mode")
-            continue
-        try:
-            resolve_local_model(name, settings)
-        except ModelNotFound as exc:
-            raise ConfigError(f"{exc} (or leave it out of -n/LLM_MODELS)")
-        device = (configured_device(name, settings) or "auto").strip().lower()
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-            config = settings.FSCHAT_MODEL_WORKERS.get(name)
-            where = (
-                f"FSCHAT_MODEL_WORKERS.{name}.device"
-                if config and "device" in config.model_fields_set
-                else "LLM_DEVICE"
-            )
-            raise ConfigError(f"device '{device}' of {name} is not one of auto, cpu, cuda, cuda:N, mps: change {where}")
-        workers.append(
-            worker(
-                "server.model_workers.transformers_worker",
-                "local model",
-                ["--model-name", name],
-                [name],
-                f"model_worker-{safe_name(name)}",
-            )
+        elif args.model_worker:
+            _check_local_model(name, settings)
+            workers.append(worker("server.model_workers.transformers_worker", "local model", name, "model_worker"))
+        elif args.lite and args.api_worker:
+            notes.append(f"{name} is a local model: not started in --lite mode")
+
+    for embed in _embedding_models_to_serve(args, settings, [n for n in names if n in embedding_models]):
+        workers.append(worker("server.model_workers.embedding_worker", "embeddings", embed, "embedding_worker"))
+    return workers
+
+
+def _check_local_model(name: str, settings) -> None:
+    """A local LLM must exist and name a device we know, or startup stops with what to change."""
+    from server.model_workers.model_paths import ModelNotFound, configured_device, resolve_local_model
+
+    try:
+        resolve_local_model(name, settings)
+    except ModelNotFound as exc:
+        raise ConfigError(f"{exc} (or leave it out of -n/LLM_MODELS)")
+    device = (configured_device(name, settings) or "auto").strip().lower()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        config = settings.FSCHAT_MODEL_WORKERS.get(name)
+        where = (
+            f"FSCHAT_MODEL_WORKERS.{name}.device" if config and "device" in config.model_fields_set else "LLM_DEVICE"
         )
+        raise ConfigError(f"device '{device}' of {name} is not one of auto, cpu, cuda, cuda:N, mps: change {where}")
 
-    # The whole local stack (controller + workers) also serves the configured embedding model.
-    if args.openai_api and (args.model_worker or args.lite) and settings.EMBEDDING_MODEL not in embed_names:
-        embed_names.append(settings.EMBEDDING_MODEL)
-    for embed in embed_names:
-        online_embed = embed in settings.ONLINE_EMBEDDING_MODELS
-        if not (args.model_worker or (online_embed and args.api_worker)):
+
+def _embedding_models_to_serve(args, settings, requested: list[str]) -> list[str]:
+    """Embedding models named among the LLMs, plus the configured one when the whole local stack runs."""
+    from server.knowledge_base.embeddings.local import resolve_model_path
+
+    names = list(requested)
+    if args.openai_api and (args.model_worker or args.lite) and settings.EMBEDDING_MODEL not in names:
+        names.append(settings.EMBEDDING_MODEL)
+    served = []
+    for embed in names:
+        online = embed in settings.ONLINE_EMBEDDING_MODELS
+        if not (args.model_worker or (online and args.api_worker)):
             continue
-        from server.knowledge_base.embeddings.local import resolve_model_path
-
-        if not online_embed and resolve_model_path(embed, settings) is None:
+        if not online and resolve_model_path(embed, settings) is None:
             raise ConfigError(
                 f"embedding model '{embed}' not found: put its folder at {settings.MODEL_ROOT_PATH / embed}, "
                 "set EMBEDDING_MODEL_PATHS or ONLINE_EMBEDDING_MODELS, or change EMBEDDING_MODEL"
             )
-        workers.append(
-            worker(
-                "server.model_workers.embedding_worker",
-                "embeddings",
-                ["--model-name", embed],
-                [embed],
-                f"embedding_worker-{safe_name(embed)}",
-            )
-        )
-    if workers:
-        stages.append(workers)
+        served.append(embed)
+    return served
 
+
+def _front_services(args, settings, log_level: list[str], notes: list[str]) -> list[Service]:
+    """The API server, the MCP server and folder sync that use it, and the web UI; each its own stage."""
+    services = []
+    a = settings.API_SERVER
     if args.api:
-        a = settings.API_SERVER
-        stages.append(
-            [
-                Service(
-                    "api",
-                    "API server",
-                    ["-m", "server.api", "--host", a.host, "--port", str(a.port)],
-                    a.url,
-                    a.host,
-                    a.port,
-                    setting="API_SERVER.port",
-                )
-            ]
-        )
+        services.append(_server("api", "API server", "server.api", a, "API_SERVER.port"))
     if args.mcp or (settings.MCP_ENABLED and (args.all_webui or args.all_api)):
-        m = settings.MCP_SERVER
-        mcp_args = ["-m", "server.mcp_server", "--host", m.host, "--port", str(m.port)]
-        stages.append([Service("mcp", "MCP server", mcp_args, m.url, m.host, m.port, setting="MCP_SERVER.port")])
+        services.append(_server("mcp", "MCP server", "server.mcp_server", settings.MCP_SERVER, "MCP_SERVER.port"))
     if args.api and settings.FOLDER_SYNC:
-        a = settings.API_SERVER
-        stages.append(
-            [
-                Service(
-                    "folder_sync",
-                    "folder sync",
-                    ["-m", "server.knowledge_base.folder_sync", "--api", a.url, *log_level],
-                    a.url,
-                    a.host,
-                    0,
-                    kind="client",
-                )
-            ]
-        )
+        sync_args = ["-m", "server.knowledge_base.folder_sync", "--api", a.url, *log_level]
+        services.append(Service("folder_sync", "folder sync", sync_args, a.url, a.host, 0, kind="client"))
     if args.webui:
-        w = settings.WEBUI_SERVER
         if (ROOT / "webui.py").is_file():
-            stages.append(
-                [
-                    Service(
-                        "webui",
-                        "web UI",
-                        ["-m", "streamlit", "run", str(ROOT / "webui.py"), "--server.port", str(w.port)]
-                        + ["--server.address", w.host, "--server.headless", "true"]
-                        + ["--browser.gatherUsageStats", "false"],
-                        w.url,
-                        w.host,
-                        w.port,
-                        health_path="/_stcore/health",
-                        setting="WEBUI_SERVER.port",
-                    )
-                ]
-            )
+            services.append(_webui_service(settings.WEBUI_SERVER))
         else:
             notes.append("webui.py is missing: the web UI is not started")
-    return stages, notes
+    return services
+
+
+def _webui_service(w) -> Service:
+    args = ["-m", "streamlit", "run", str(ROOT / "webui.py"), "--server.port", str(w.port)]
+    args += ["--server.address", w.host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    return Service(
+        "webui", "web UI", args, w.url, w.host, w.port, health_path="/_stcore/health", setting="WEBUI_SERVER.port"
+    )
 
 
 def port_in_use(host: str, port: int) -> bool:
