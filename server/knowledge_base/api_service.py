@@ -238,10 +238,11 @@ def search_documents(
     file_name: str,
     metadata: dict,
     search_mode: str | None = None,
+    rerank: bool | None = None,
 ):
     """search_docs: hits for a query, or every chunk of a file / with matching metadata when no query."""
     if query:
-        hits: list[ScoredChunk] = service.search(kb_name, query, top_k, score_threshold, search_mode)
+        hits: list[ScoredChunk] = service.search(kb_name, query, top_k, score_threshold, search_mode, rerank)
         return [document_json(hit.chunk, round(hit.score, 6), hit.details) for hit in hits]
     if not file_name and not metadata:
         return []

@@ -274,6 +274,9 @@ def search_docs(
     search_mode: Annotated[
         SearchMode | None, Body(description="检索方式：vector（向量）、keyword（关键词 BM25）、hybrid（混合，默认）")
     ] = None,
+    rerank: Annotated[
+        bool | None, Body(description="用交叉编码器（RERANKER_MODEL）重排候选；空为 USE_RERANKER 的设置")
+    ] = None,
 ) -> list[dict] | JSONResponse:
     security.check_kb_name(knowledge_base_name)
     if file_name:
@@ -282,7 +285,7 @@ def search_docs(
         return []
     try:
         return api_service.search_documents(
-            knowledge_base_name, query, top_k, score_threshold, file_name, metadata, search_mode
+            knowledge_base_name, query, top_k, score_threshold, file_name, metadata, search_mode, rerank
         )
     except UnknownRerankerModel as exc:
         return JSONResponse({"code": 500, "msg": str(exc)}, status_code=500)

@@ -63,6 +63,15 @@ def test_search_docs_takes_a_mode_and_says_why_each_hit_was_found(client, kb):
     assert search("vector")[0]["metadata"]["search_mode"] == "vector"
 
 
+def test_rerank_is_a_request_field(client, kb):
+    body = {"knowledge_base_name": kb, "query": "大熊猫吃什么？", "top_k": 3}
+    # No cross-encoder is installed here: asking for one is a clear error, not asking keeps working.
+    refused = client.post("/knowledge_base/search_docs", json={**body, "rerank": True})
+    assert refused.status_code == 500 and "RERANKER_MODEL" in refused.json()["msg"], refused.text
+    plain = client.post("/knowledge_base/search_docs", json={**body, "rerank": False}).json()
+    assert plain[0]["metadata"]["source"] == "panda.txt" and "rerank_score" not in plain[0]["metadata"]
+
+
 def test_an_unknown_search_mode_is_a_422_naming_the_field(client, kb):
     body = {"knowledge_base_name": kb, "query": "x", "search_mode": "semantic"}
     response = client.post("/knowledge_base/search_docs", json=body)
