@@ -138,9 +138,9 @@ def create_kb(kb_name: str, vs_type: str | None = None, embed_model: str | None 
     kb_repo.upsert_kb(kb_name, info, vs_type, embed_model)
 
 
-def ensure_kb(kb_name: str, embed_model: str | None = None) -> KnowledgeBaseRecord:
+def ensure_kb(kb_name: str, embed_model: str | None = None, vs_type: str | None = None) -> KnowledgeBaseRecord:
     if not kb_exists(kb_name):
-        create_kb(kb_name, embed_model=embed_model)
+        create_kb(kb_name, vs_type, embed_model=embed_model)
     return get_kb(kb_name)
 
 
@@ -557,9 +557,11 @@ def recreate_vector_store(
     progress: ProgressCallback | None = None,
     not_refresh_vs_cache: bool = False,
     workers: int | None = None,
+    vs_type: str | None = None,
 ) -> IngestReport:
-    """Drop the vectors and file rows of a knowledge base and ingest everything in content/."""
-    record = ensure_kb(kb_name, embed_model)
+    """Drop the vectors and file rows of a knowledge base and ingest everything in content/ (a new
+    knowledge base gets ``vs_type``; an existing one keeps its store: init_database.py --migrate-kb moves it)."""
+    record = ensure_kb(kb_name, embed_model, vs_type)
     if embed_model and embed_model != record.embed_model:
         get_embeddings(embed_model)
         kb_repo.upsert_kb(kb_name, record.kb_info, record.vs_type, embed_model)

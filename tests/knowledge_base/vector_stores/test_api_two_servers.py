@@ -90,6 +90,14 @@ def test_milvus_lite_through_the_api(two_servers):
     assert create(a, "bogus", "chroma")["code"] != 200
 
 
+def test_recreate_of_a_new_knowledge_base_creates_it_on_the_store_asked_for(two_servers):
+    a, b = two_servers
+    body = {"knowledge_base_name": "fresh", "vs_type": "pg"}
+    assert a.post("/knowledge_base/recreate_vector_store", json=body).status_code == 200
+    details = b.get("/knowledge_base/list_knowledge_base_details").json()["data"]
+    assert next(d for d in details if d["kb_name"] == "fresh")["vs_type"] == "pg"
+
+
 def test_a_stopped_postgresql_is_a_clear_503_and_changes_nothing(two_servers, pg_server_handle):
     a, b = two_servers
     before = a.get("/knowledge_base/list_files", params={"knowledge_base_name": "shared"}).json()["data"]
