@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+# As the tests do: OpenMP threads that spin while waiting steal the core from whoever runs next on a
+# busy machine, and FAISS's flat search waits on them.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 DIMENSION = 384
