@@ -170,16 +170,17 @@ class MilvusStore(RemoteStore):
     @_translated
     def _source_ids(self, sources: list[str], limit: int | None) -> list[str]:
         keys = json.dumps([_source_key(source) for source in sources])
-        found: list[tuple[int, str]] = []
-        iterator = self.client.query_iterator(
-            self.name, batch_size=1000, filter=f"source_key in {keys}", output_fields=["doc_id", "seq"]
-        )
-        try:
-            while batch := iterator.next():
-                found += [(item["seq"], item["doc_id"]) for item in batch]
-        finally:
-            iterator.close()
-        return [doc_id for _, doc_id in sorted(found)][:limit]
+        query = {"filter": f"source_key in {keys}", "output_fields": ["doc_id", "seq"]}
+        items = self.client.query(self.name, limit=MAX_RESULTS, **query)
+        if len(items) == MAX_RESULTS:  # a huge file: page through all of it
+            items = []
+            iterator = self.client.query_iterator(self.name, batch_size=1000, **query)
+            try:
+                while batch := iterator.next():
+                    items += batch
+            finally:
+                iterator.close()
+        return [doc_id for _, doc_id in sorted((item["seq"], item["doc_id"]) for item in items)][:limit]
 
     @_translated
     def _nearest(self, vector: np.ndarray, top_k: int) -> list[tuple[StoredChunk, float]]:
