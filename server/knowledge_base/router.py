@@ -354,7 +354,12 @@ def recreate_vector_store(
                       "finished": finished, "doc": item.file_name})  # fmt: skip
 
         service.recreate_vector_store(
-            kb, options, embed_model=embed_model, progress=progress, not_refresh_vs_cache=not_refresh_vs_cache
+            kb,
+            options,
+            embed_model=embed_model,
+            progress=progress,
+            not_refresh_vs_cache=not_refresh_vs_cache,
+            vs_type=vs_type,
         )
 
     def on_error(exc: Exception) -> dict:

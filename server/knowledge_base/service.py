@@ -179,9 +179,9 @@ def _discard_leftovers(kb_name: str) -> None:
     file_repo.delete_all_files(kb_name)
 
 
-def ensure_kb(kb_name: str, embed_model: str | None = None) -> KnowledgeBaseRecord:
+def ensure_kb(kb_name: str, embed_model: str | None = None, vs_type: str | None = None) -> KnowledgeBaseRecord:
     if not kb_exists(kb_name):
-        create_kb(kb_name, embed_model=embed_model)
+        create_kb(kb_name, vs_type, embed_model=embed_model)
     return get_kb(kb_name)
 
 
@@ -672,9 +672,11 @@ def recreate_vector_store(
     progress: ProgressCallback | None = None,
     not_refresh_vs_cache: bool = False,
     workers: int | None = None,
+    vs_type: str | None = None,
 ) -> IngestReport:
-    """Drop the vectors and file rows of a knowledge base and ingest everything in content/."""
-    kb = ensure_kb(kb_name, embed_model)
+    """Drop the vectors and file rows of a knowledge base and ingest everything in content/ (a new
+    knowledge base gets ``vs_type``; an existing one keeps its store: init_database.py --migrate-kb moves it)."""
+    kb = ensure_kb(kb_name, embed_model, vs_type)
     if embed_model and embed_model != kb.embed_model:
         get_embeddings(embed_model)
         with writing_to(kb):

@@ -55,8 +55,13 @@ class StoreHandle:
     def _ensure_current(self, writing: bool = False) -> VectorStore:
         """Load the store, or reload it if another process saved a newer generation."""
         if self.vs_type != "faiss":
-            if self.store is None:
-                self.store = self.open_remote(self.vs_type, self.key, self.folder, self.dimension)
+            if self.store is not None:
+                try:
+                    self.store.refresh(writing)
+                    return self.store
+                except StoreUnavailable:  # its connection broke since the last use (server restarted)
+                    self.drop_store()  # connect again, once
+            self.store = self.open_remote(self.vs_type, self.key, self.folder, self.dimension)
             self.store.refresh(writing)
             return self.store
         on_disk = read_generation(self.folder)

@@ -73,6 +73,7 @@ class MilvusStore(RemoteStore):
         if vs_type == "zilliz" and not (settings.uri and settings.token):
             raise StoreSettingsError("vs_type 'zilliz' needs KBS_CONFIG.zilliz.uri and KBS_CONFIG.zilliz.token")
         options, self.address, self.lite = client_options(settings, folder)
+        self.lite_path = options["uri"]
         self.name = name
         self.marker_name = f"{name}_marker"
         try:
@@ -170,16 +171,17 @@ class MilvusStore(RemoteStore):
     @_translated
     def _source_ids(self, sources: list[str], limit: int | None) -> list[str]:
         keys = json.dumps([_source_key(source) for source in sources])
-        found: list[tuple[int, str]] = []
-        iterator = self.client.query_iterator(
-            self.name, batch_size=1000, filter=f"source_key in {keys}", output_fields=["doc_id", "seq"]
-        )
-        try:
-            while batch := iterator.next():
-                found += [(item["seq"], item["doc_id"]) for item in batch]
-        finally:
-            iterator.close()
-        return [doc_id for _, doc_id in sorted(found)][:limit]
+        query = {"filter": f"source_key in {keys}", "output_fields": ["doc_id", "seq"]}
+        items = self.client.query(self.name, limit=MAX_RESULTS, **query)
+        if len(items) == MAX_RESULTS:  # a huge file: page through all of it
+            items = []
+            iterator = self.client.query_iterator(self.name, batch_size=1000, **query)
+            try:
+                while batch := iterator.next():
+                    items += batch
+            finally:
+                iterator.close()
+        return [doc_id for _, doc_id in sorted((item["seq"], item["doc_id"]) for item in items)][:limit]
 
     @_translated
     def _nearest(self, vector: np.ndarray, top_k: int) -> list[tuple[StoredChunk, float]]:
@@ -217,8 +219,12 @@ class MilvusStore(RemoteStore):
     def _write_marker(self, marker: str) -> None:
         self.client.upsert(self.marker_name, [{"name": "marker", "marker": marker, "vector": [1.0, 0.0]}])
 
+    @_translated
     def _commit(self) -> None:
-        return None  # every call is already applied
+        # Every call is already applied. Milvus Lite searches rows still in its write buffer one by
+        # one: sealing them after a write block made searches 13x faster (5,000 chunks: 460 -> 34 ms).
+        if self.lite and self.dirty:
+            self.client.flush(self.name)
 
     # ---- lifetime -------------------------------------------------------------------------------
     def discard(self) -> None:
@@ -233,6 +239,10 @@ class MilvusStore(RemoteStore):
             if self.client.has_collection(name):
                 self.client.drop_collection(name)
         self.discard()
+        if self.lite:  # stop this file's in-process Lite server too: nothing of it is used any more
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.lite_path)
 
 
 def _source_key(source) -> str:

