@@ -197,18 +197,22 @@ def message(key: str, **values) -> str:
     return (english if get_settings().UI_LANGUAGE == "en" else chinese).format(**values)
 
 
-def load_embedding_model(name: str) -> None:
-    """Load the model before the progress bars start: it takes many seconds that would otherwise
-    sit at 0% with no word of what is happening."""
-    from server.knowledge_base.embeddings import UnknownEmbeddingModel, get_embeddings
+def announce_embedding_model_loads() -> None:
+    """Say when the embedding model's weights load: several seconds in which no bar moves. They load
+    only when something must be embedded, so a rebuild served from the ingest cache never waits for them."""
+    from tqdm import tqdm
 
-    print(message("loading_embeddings", name=name), flush=True)
-    started = time.perf_counter()
-    try:
-        get_embeddings(name)
-    except UnknownEmbeddingModel:
-        return  # the ingestion reports it per knowledge base, as before
-    print(message("loaded_embeddings", seconds=time.perf_counter() - started), flush=True)
+    from server.knowledge_base.embeddings import local
+
+    def say(event: str, name: str, seconds: float = 0.0) -> None:
+        text = (
+            message("loading_embeddings", name=name)
+            if event == "loading"
+            else message("loaded_embeddings", seconds=seconds)
+        )
+        tqdm.write(text)
+
+    local.LOAD_LISTENERS.append(say)
 
 
 def print_summary(reports, elapsed: float) -> None:
@@ -350,8 +354,7 @@ def run(args) -> int:
         options = service.default_chunking()
         if args.workers is not None:
             settings.INGEST_WORKERS = args.workers
-        if kb_names:
-            load_embedding_model(args.embed_model or settings.EMBEDDING_MODEL)
+        announce_embedding_model_loads()
         for kb_name in kb_names:
             if args.vs_type and not service.kb_exists(kb_name):
                 service.create_kb(kb_name, args.vs_type, args.embed_model)

@@ -308,7 +308,7 @@ def _timed_rebuild(root: Path) -> tuple[float, str]:
     started = time.perf_counter()
     output = subprocess.run(command, check=True, env=env, capture_output=True, text=True).stdout
     seconds = time.perf_counter() - started
-    return seconds, next((line.strip() for line in output.splitlines() if line.strip().startswith("bench:")), "")
+    return seconds, next((line.strip() for line in output.splitlines() if line.strip().startswith("bench")), "")
 
 
 def warm_cold(source: Path) -> None:

@@ -91,7 +91,7 @@ def test_output_is_in_the_ui_language_and_says_when_the_embedding_model_loads(da
     assert out.index("embedding model loaded in") < out.index("Summary: 2/3 files ingested")
     assert "FAILED ops/broken.txt: binary content" in out and "Total time:" in out
     assert not any("\u4e00" <= ch <= "\u9fff" for ch in out), out  # no Chinese line in the English output
-    # the bars (stderr) start after the model is loaded, not at 0% while it loads
+    # the bars are on stderr; the loading lines above say why they wait while the weights load
     assert "ops: files" in result.stderr
 
 

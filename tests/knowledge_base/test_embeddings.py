@@ -81,6 +81,50 @@ def test_background_embedder_passes_on_a_failing_model_load():
     def broken_load():
         raise OSError("model file truncated")
 
-    with BackgroundEmbedder(broken_load) as embedder:
-        with pytest.raises(OSError, match="truncated"):
-            embedder.submit(["anything"]).result()
+    with BackgroundEmbedder(broken_load) as embedder, pytest.raises(OSError, match="truncated"):
+        embedder.submit(["anything"]).result()
+
+
+def test_the_dimension_comes_from_the_config_files_and_the_weights_load_at_the_first_embed():
+
+    from server.knowledge_base.embeddings import local
+
+    path = local.packaged_model_path(DEFAULT_EMBEDDING_MODEL)
+    assert local.configured_dimension(path) == 384
+    events = []
+    local.LOAD_LISTENERS.append(lambda event, name, *rest: events.append((event, name)))
+    try:
+        backend = SentenceTransformerBackend(DEFAULT_EMBEDDING_MODEL, path, "cpu", dtype="float32")
+        assert backend.dimension == 384 and backend._model is None and events == []  # nothing loaded yet
+        assert backend.embed(["hello"]).shape == (1, 384)
+        backend.embed(["again"])
+        assert events == [("loading", DEFAULT_EMBEDDING_MODEL), ("loaded", DEFAULT_EMBEDDING_MODEL)]  # once
+    finally:
+        local.LOAD_LISTENERS.clear()
+
+
+def test_config_files_that_do_not_say_the_size_plainly_give_none(tmp_path):
+    import json
+
+    from server.knowledge_base.embeddings.local import configured_dimension
+
+    def folder(modules, configs):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for relative, config in configs.items():
+            (root / relative).mkdir(parents=True, exist_ok=True)
+            (root / relative / "config.json").write_text(json.dumps(config))
+        (root / "modules.json").write_text(json.dumps(modules))
+        return root
+
+    transformer = {"path": "", "type": "sentence_transformers.models.Transformer"}
+    pooling = {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+    dense = {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    mean = {"word_embedding_dimension": 768, "pooling_mode_mean_tokens": True}
+    assert configured_dimension(folder([transformer, pooling], {"1_Pooling": mean})) == 768
+    with_dense = folder([transformer, pooling, dense], {"1_Pooling": mean, "2_Dense": {"out_features": 256}})
+    assert configured_dimension(with_dense) == 256
+    two_modes = {**mean, "pooling_mode_cls_token": True}  # concatenated: twice the size
+    assert configured_dimension(folder([transformer, pooling], {"1_Pooling": two_modes})) is None
+    unknown = {"path": "2_X", "type": "sentence_transformers.models.LSTM"}
+    assert configured_dimension(folder([transformer, pooling, unknown], {"1_Pooling": mean, "2_X": {}})) is None
+    assert configured_dimension(tmp_path / "missing") is None
