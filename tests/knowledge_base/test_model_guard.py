@@ -24,7 +24,7 @@ def drifting_model(kb_root, tmp_path, monkeypatch):
     monkeypatch.setenv("CHATCHAT_EMBEDDING_MODEL_PATHS", json.dumps({MODEL: str(folder)}))
     reload_settings()
     yield folder
-    embeddings._backends.pop(MODEL, None)
+    embeddings.forget_embeddings(MODEL)
 
 
 def retrain(folder) -> None:
@@ -33,7 +33,7 @@ def retrain(folder) -> None:
 
     weights = load_file(folder / "model.safetensors")
     save_file({name: tensor * 1.05 + 0.01 for name, tensor in weights.items()}, folder / "model.safetensors")
-    embeddings._backends.pop(MODEL, None)  # as after a restart of the server
+    embeddings.forget_embeddings(MODEL)  # as after a restart of the server
 
 
 def build(kb_name: str) -> None:
@@ -68,7 +68,7 @@ def test_a_copy_with_new_modification_times_is_the_same_model(drifting_model, kb
     build("same_kb")
     weights = drifting_model / "model.safetensors"
     weights.write_bytes(weights.read_bytes())  # a reinstall: same bytes, new mtime
-    embeddings._backends.pop(MODEL, None)
+    embeddings.forget_embeddings(MODEL)
     assert service.search("same_kb", "depot", top_k=1)
 
 

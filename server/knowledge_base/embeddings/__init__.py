@@ -31,7 +31,9 @@ class UnknownEmbeddingModel(ValueError):
     pass
 
 
-_backends: dict[str, EmbeddingBackend] = {}
+# By name and, for local models, the folder it resolves to now: weights load lazily, so a backend made
+# for a folder that has since moved (settings changed in a long-lived process) must not be reused.
+_backends: dict[tuple[str, str], EmbeddingBackend] = {}
 _lock = threading.Lock()
 
 
@@ -47,12 +49,20 @@ def list_embedding_models(settings: Settings | None = None) -> list[str]:
 def get_embeddings(name: str | None = None, settings: Settings | None = None) -> EmbeddingBackend:
     settings = settings or get_settings()
     name = name or settings.EMBEDDING_MODEL
+    where = "online" if name in settings.ONLINE_EMBEDDING_MODELS else str(resolve_model_path(name, settings))
     with _lock:
-        backend = _backends.get(name)
+        backend = _backends.get((name, where))
         if backend is None:
             backend = _create_backend(name, settings)
-            _backends[name] = backend
+            _backends[(name, where)] = backend
         return backend
+
+
+def forget_embeddings(name: str) -> None:
+    """Drop the backends made for ``name`` (as a restart would); the next get_embeddings makes a new one."""
+    with _lock:
+        for key in [key for key in _backends if key[0] == name]:
+            del _backends[key]
 
 
 def check_embedding_model(name: str | None = None, settings: Settings | None = None) -> None:
