@@ -170,6 +170,9 @@ def chat_api(tmp_path_factory, scripted_llm, searxng, search_apis) -> ApiServer:
         yield api
 
 
+TEMPLATE_TAGS = re.compile(r"</?(?:指令|已知信息|问题)>")  # the default templates' tags, never in answers
+
+
 def echo_of(prompt: str) -> str:
-    """What the scripted model's echo of ``prompt`` reads as once answers lose the template's tags (<问题>…)."""
-    return "Echo: " + re.sub(r"</?[^<>\s]{1,8}>", "", prompt)
+    """What the scripted model's echo of ``prompt`` reads as once answers lose the default templates' tags."""
+    return "Echo: " + TEMPLATE_TAGS.sub("", prompt)

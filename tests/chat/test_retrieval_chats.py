@@ -15,6 +15,7 @@ from tests.chat.conftest import (
     SEARX_RESULTS,
     WEB_PAGES,
     ZEPHYR_QUESTION,
+    echo_of,
     post_envelope,
     post_events,
     query_db,
@@ -26,7 +27,6 @@ from tests.helpers.api_server import start_api_server
 from tests.helpers.processes import free_port
 
 NO_DOCS = "<span style='color:red'>未找到相关文档,该回答为大模型自身能力解答！</span>"
-TEMPLATE_TAGS = re.compile(r"</?(?:指令|已知信息|问题)>")  # the default templates' tags, never in answers
 SOURCE = re.compile(r"^出处 \[(\d+)\] \[([^\]]*)\](?:\(([^)]*)\))? \n\n(.*)\n\n$", re.S)
 
 
@@ -66,7 +66,7 @@ def test_kb_chat_answers_from_the_right_file_and_cites_it(chat_api, llm, stream)
     # The retrieved chunk went into the default template, and the model's answer came back.
     prompt = llm.chat_requests()[-1]["messages"][-1]["content"]
     assert "<已知信息>" in prompt and "launch code is 7391" in prompt and ZEPHYR_QUESTION in prompt
-    assert answer == "Echo: " + TEMPLATE_TAGS.sub("", prompt)
+    assert answer == echo_of(prompt)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -182,7 +182,7 @@ def test_search_chat_with_searxng_cites_the_results(chat_api, llm, searxng, stre
     prompt = llm.chat_requests()[-1]["messages"][-1]["content"]
     assert SEARX_RESULTS[0]["content"] in prompt and "how do penguins survive winter" in prompt
     answer = "".join(e.get("answer", "") for e in events)
-    assert answer == "Echo: " + TEMPLATE_TAGS.sub("", prompt)
+    assert answer == echo_of(prompt)
 
 
 def test_search_chat_with_bing_sends_the_key_and_cites_the_pages(chat_api, llm, search_apis):
