@@ -343,7 +343,7 @@ def ingest_files(
     check_kb_model(kb)  # and a changed model before anything is mixed into the store
     started = time.perf_counter()
     report = IngestReport(kb_name)
-    tasks = _parse_tasks(kb_name, file_names, options, report)
+    tasks = _parse_tasks(kb, file_names, options, report)
     workers = get_settings().INGEST_WORKERS if workers is None else workers
     on_embedded = (lambda count: progress("embedded", count)) if progress else None
     previous = _previous_vectors(kb_name, kb.embed_model, [task.file_name for task in tasks])
@@ -370,8 +370,9 @@ def ingest_files(
     return report
 
 
-def _parse_tasks(kb_name: str, file_names: list[str], options: ChunkingOptions, report: IngestReport):
+def _parse_tasks(kb: KnowledgeBaseRecord, file_names: list[str], options: ChunkingOptions, report: IngestReport):
     """A ParseTask per file to parse; unsafe names fail and duplicate contents are set aside in ``report``."""
+    kb_name = kb.kb_name
     location = cache_location()
     hashed: list[tuple[str, Path, str | None]] = []
     for name in file_names:
@@ -384,7 +385,7 @@ def _parse_tasks(kb_name: str, file_names: list[str], options: ChunkingOptions, 
     found = {}
     if duplicates.policy() != "allow":
         found = duplicates.find_duplicates(kb_name, [(name, digest) for name, _, digest in hashed])
-        _set_aside_duplicates(kb_name, found, report)
+        _set_aside_duplicates(kb, found, report)
     return [
         ParseTask(name, str(path), options, cache=location, file_hash=digest)
         for name, path, digest in hashed
@@ -392,16 +393,17 @@ def _parse_tasks(kb_name: str, file_names: list[str], options: ChunkingOptions, 
     ]
 
 
-def _set_aside_duplicates(kb_name: str, found: dict[str, str], report: IngestReport) -> None:
+def _set_aside_duplicates(kb: KnowledgeBaseRecord, found: dict[str, str], report: IngestReport) -> None:
     """Report duplicates; a name that held other content before loses its old chunks."""
     refuse = duplicates.policy() == "refuse"
-    stale = set(file_repo.list_file_names(kb_name)).intersection(found)
-    if stale:
-        delete_files(kb_name, sorted(stale))
-    for name, original in found.items():
-        reason = duplicates.message(name, original)
-        report.files.append(FileOutcome(name, error=reason if refuse else None, duplicate_of=original))
-        file_repo.record_error(kb_name, name, reason)
+    with writing_to(kb):
+        stale = set(file_repo.list_file_names(kb.kb_name)).intersection(found)
+        if stale:
+            delete_files(kb.kb_name, sorted(stale))
+        for name, original in found.items():
+            reason = duplicates.message(name, original)
+            report.files.append(FileOutcome(name, error=reason if refuse else None, duplicate_of=original))
+            file_repo.record_error(kb.kb_name, name, reason)
 
 
 class _FileWriter:
