@@ -17,6 +17,13 @@ from server.knowledge_base import consistency, paths, service
 from server.knowledge_base.embeddings import get_embeddings
 from server.knowledge_base.vector_stores import StoredChunk, get_store_cache
 from tests.conftest import REPO_ROOT
+from tests.knowledge_base.vector_stores.conftest import (  # noqa: F401 (fixtures: each store type in turn)
+    close_stores,
+    pg_database,
+    pg_server,
+    pg_server_handle,
+    vs_type,
+)
 
 KB = "drift"
 FILES = {
@@ -26,9 +33,8 @@ FILES = {
 }
 
 
-@pytest.fixture
-def kb(kb_root):
-    service.create_kb(KB)
+def _make_kb(vs_type_name: str = "faiss"):
+    service.create_kb(KB, vs_type_name)
     for name, body in FILES.items():
         path = paths.content_path(KB) / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +42,18 @@ def kb(kb_root):
     assert service.ingest_files(KB, list(FILES)).failed == {}
     assert consistency.check_kb(KB).ok
     return service.get_kb(KB)
+
+
+@pytest.fixture
+def kb(kb_root):
+    """The damaged knowledge base on FAISS (for what only FAISS has: its files, its keyword terms)."""
+    return _make_kb()
+
+
+@pytest.fixture
+def any_kb(vs_type):  # noqa: F811
+    """The same on each store type in turn: faiss, Milvus Lite, PostgreSQL/pgvector."""
+    return _make_kb(vs_type)
 
 
 def change_store(kb, change):
@@ -58,7 +76,8 @@ def repair_and_expect_clean(expected_kind: str):
     return report
 
 
-def test_orphan_chunks_of_no_file_are_removed(kb):
+def test_orphan_chunks_of_no_file_are_removed(any_kb):
+    kb = any_kb
     vector = get_embeddings(kb.embed_model).embed(["ghost chunk about lighthouses"])
     change_store(
         kb, lambda store: store.add([StoredChunk("", "ghost chunk about lighthouses", {"source": "ghost.md"})], vector)
@@ -68,7 +87,7 @@ def test_orphan_chunks_of_no_file_are_removed(kb):
     assert "ghost.md" not in found("lighthouses")
 
 
-def test_chunks_of_an_unlisted_file_are_adopted_without_embedding_again(kb):
+def test_chunks_of_an_unlisted_file_are_adopted_without_embedding_again(any_kb):
     stored_ids = [chunk.doc_id for chunk in service.list_docs(KB, "b.md")]
     file_repo.delete_files(KB, ["b.md"])  # rows lost, vectors kept: a crash between store save and commit
     report = consistency.check_kb(KB)
@@ -80,7 +99,8 @@ def test_chunks_of_an_unlisted_file_are_adopted_without_embedding_again(kb):
     assert found("heron waiting for fish")[0] == "b.md"
 
 
-def test_missing_chunks_are_embedded_again_from_the_file(kb):
+def test_missing_chunks_are_embedded_again_from_the_file(any_kb):
+    kb = any_kb
     change_store(kb, lambda store: store.delete(store.ids_for_source("a.md")))
     assert kinds(consistency.check_kb(KB)) == {"missing_chunks": "a.md"}
     assert found("otters sleeping")[0] != "a.md"
@@ -88,7 +108,7 @@ def test_missing_chunks_are_embedded_again_from_the_file(kb):
     assert found("otters sleeping")[0] == "a.md"
 
 
-def test_files_gone_from_disk_are_forgotten_with_their_chunks(kb):
+def test_files_gone_from_disk_are_forgotten_with_their_chunks(any_kb):
     (paths.content_path(KB) / "notes/c.txt").unlink()
     assert kinds(consistency.check_kb(KB)) == {"file_not_on_disk": "notes/c.txt"}
     repair_and_expect_clean("file_not_on_disk")
@@ -96,7 +116,7 @@ def test_files_gone_from_disk_are_forgotten_with_their_chunks(kb):
     assert "notes/c.txt" not in found("badger tunnels")
 
 
-def test_files_on_disk_that_the_database_does_not_know_are_ingested(kb):
+def test_files_on_disk_that_the_database_does_not_know_are_ingested(any_kb):
     (paths.content_path(KB) / "d.md").write_text("Lynxes have tufted ears and hunt hares in snow.", encoding="utf-8")
     assert kinds(consistency.check_kb(KB)) == {"file_not_listed": "d.md"}
     repair_and_expect_clean("file_not_listed")
@@ -118,7 +138,7 @@ def test_a_stale_keyword_index_is_rebuilt_from_the_stored_texts(kb):
     assert found("otters hold hands", mode="keyword")[0] == "a.md"
 
 
-def test_wrong_counts_are_recounted(kb):
+def test_wrong_counts_are_recounted(any_kb):
     with get_engine().begin() as connection:
         connection.execute(text("UPDATE knowledge_file SET docs_count = 99 WHERE file_name = 'a.md'"))
         connection.execute(text("UPDATE knowledge_base SET file_count = 7"))
@@ -153,7 +173,7 @@ def test_an_unreadable_store_is_rebuilt_from_content(kb):
     assert found("badger tunnels")[0] == "notes/c.txt"
 
 
-def test_custom_docs_without_a_file_are_not_reported(kb):
+def test_custom_docs_without_a_file_are_not_reported(any_kb):
     from langchain_core.documents import Document
 
     service.add_custom_docs(KB, "FAQ.MD", [Document("Ravens can mimic human speech.")])
