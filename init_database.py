@@ -191,10 +191,9 @@ MESSAGES = {
 
 
 def message(key: str, **values) -> str:
-    from configs import get_settings
+    from configs import in_ui_language
 
-    chinese, english = MESSAGES[key]
-    return (english if get_settings().UI_LANGUAGE == "en" else chinese).format(**values)
+    return in_ui_language(*MESSAGES[key]).format(**values)
 
 
 def announce_embedding_model_loads() -> None:

@@ -10,6 +10,7 @@ from configs.settings import (
     ServerAddress,
     Settings,
     get_settings,
+    in_ui_language,
     reload_settings,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "ServerAddress",
     "Settings",
     "get_settings",
+    "in_ui_language",
     "reload_settings",
 ]

@@ -347,6 +347,11 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def in_ui_language(chinese: str, english: str) -> str:
+    """Of a text in both languages, the one UI_LANGUAGE asks for (the web UI, init_database.py, check/repair)."""
+    return english if get_settings().UI_LANGUAGE == "en" else chinese
+
+
 def reload_settings() -> Settings:
     """Drop the cached settings (tests and the config-reload endpoint use this)."""
     get_settings.cache_clear()

@@ -224,14 +224,9 @@ TEXTS: dict[str, tuple[str, str]] = {
 }
 
 
-def current_language() -> str:
-    from configs import get_settings
-
-    return get_settings().UI_LANGUAGE
-
-
 def t(key: str, **values) -> str:
     """The text for ``key`` in the UI language, with ``{placeholders}`` filled in."""
-    zh, en = TEXTS[key]
-    text = en if current_language() == "en" else zh
+    from configs import in_ui_language
+
+    text = in_ui_language(*TEXTS[key])
     return text.format(**values) if values else text

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass, field
+from functools import cached_property
 
-from configs import get_settings
+from configs import get_settings, in_ui_language
 from server.db.repositories import knowledge_base as kb_repo
 from server.db.repositories import knowledge_file as file_repo
 from server.db.repositories.knowledge_base import KnowledgeBaseRecord
@@ -55,11 +56,6 @@ ACTIONS = {
 ADOPTED = "RepairedFromStore"
 
 
-def localized(pair: tuple[str, str]) -> str:
-    chinese, english = pair
-    return english if get_settings().UI_LANGUAGE == "en" else chinese
-
-
 @dataclass
 class Problem:
     kind: str
@@ -70,10 +66,10 @@ class Problem:
     model: str = ""  # for the "register" action
 
     def describe(self) -> str:
-        return localized(PROBLEM_KINDS[self.kind])
+        return in_ui_language(*PROBLEM_KINDS[self.kind])
 
     def action_text(self) -> str:
-        return localized(ACTIONS[self.action]).format(model=self.model)
+        return in_ui_language(*ACTIONS[self.action]).format(model=self.model)
 
     def to_dict(self) -> dict:
         return {
@@ -103,7 +99,8 @@ class KbCheck:
 
 @dataclass
 class _State:
-    """What the database, the store and content/ hold for one knowledge base."""
+    """What the database, the store and content/ hold for one knowledge base (read once; the
+    disagreements below are derived from it, each computed once)."""
 
     kb: KnowledgeBaseRecord
     listed: dict[str, list[str]]  # file -> chunk ids, as the database says
@@ -113,6 +110,7 @@ class _State:
     stored: dict[str, list[str]]  # source -> chunk ids, as the store says
     stale_keywords: list[str]
 
+    @cached_property
     def orphans(self) -> dict[str, list[str]]:
         listed_ids = {doc_id for ids in self.listed.values() for doc_id in ids}
         found = {source: [d for d in ids if d not in listed_ids] for source, ids in self.stored.items()}
@@ -122,16 +120,19 @@ class _State:
         """Orphans of a file in content/ that the database does not list are that file's chunks: keep them."""
         return source in self.on_disk and source not in self.listed
 
+    @cached_property
     def missing(self) -> dict[str, list[str]]:
         stored_ids = {doc_id for ids in self.stored.values() for doc_id in ids}
         found = {name: [d for d in ids if d not in stored_ids] for name, ids in self.listed.items()}
         return {name: ids for name, ids in found.items() if ids}
 
+    @cached_property
     def not_on_disk(self) -> list[str]:
         return sorted(name for name in self.listed if name not in self.on_disk and name not in self.custom)
 
+    @cached_property
     def not_listed(self) -> list[str]:
-        known = set(self.listed) | self.failed | set(self.orphans())
+        known = set(self.listed) | self.failed | set(self.orphans)
         return sorted(self.on_disk - known)
 
 
@@ -141,7 +142,7 @@ def _read_state(kb: KnowledgeBaseRecord) -> _State:
     def view(store: VectorStore) -> tuple[dict[str, list[str]], list[str]]:
         return store.sources(), store.stale_keyword_ids()
 
-    stored, stale = service._read_store(kb.kb_name, kb.embed_model, backend, view)
+    stored, stale = service._read_store(kb, backend, view)
     return _State(
         kb,
         file_repo.chunk_ids_by_file(kb.kb_name),
@@ -178,16 +179,16 @@ def check_kb(kb_name: str) -> KbCheck:
 
 def _problems(state: _State) -> list[Problem]:
     problems = []
-    for source, ids in state.orphans().items():
+    for source, ids in state.orphans.items():
         problems.append(Problem("orphan_chunks", source, len(ids), "adopt" if state.adoptable(source) else "remove"))
-    gone = set(state.not_on_disk())
-    for name, ids in state.missing().items():
+    gone = set(state.not_on_disk)
+    for name, ids in state.missing.items():
         if name not in gone:
             action = "forget_chunks" if name in state.custom else "reingest"
             problems.append(Problem("missing_chunks", name, len(ids), action))
     for name in sorted(gone):
         problems.append(Problem("file_not_on_disk", name, len(state.listed[name]), "forget_file"))
-    for name in state.not_listed():
+    for name in state.not_listed:
         problems.append(Problem("file_not_listed", name, action="ingest"))
     if state.stale_keywords:
         problems.append(Problem("keyword_index_stale", chunks=len(state.stale_keywords), action="reindex"))
@@ -236,11 +237,11 @@ def _repair(kb: KnowledgeBaseRecord, kinds: set[str]) -> None:
         state = _read_state(kb)
         adopted = service._write_store(kb, backend, lambda store: _fix_store(store, state), force_save=True)
         file_repo.record_ingestions(kb.kb_name, adopted)
-        lost_custom = [doc_id for name, ids in state.missing().items() if name in state.custom for doc_id in ids]
+        lost_custom = [doc_id for name, ids in state.missing.items() if name in state.custom for doc_id in ids]
         file_repo.delete_chunk_rows(kb.kb_name, lost_custom)
-    if state.not_on_disk():
-        service.delete_files(kb.kb_name, state.not_on_disk())
-    to_ingest = sorted({name for name in state.missing() if name in state.on_disk} | set(state.not_listed()))
+    if state.not_on_disk:
+        service.delete_files(kb.kb_name, state.not_on_disk)
+    to_ingest = sorted({name for name in state.missing if name in state.on_disk} | set(state.not_listed))
     if to_ingest:
         report = service.ingest_files(kb.kb_name, to_ingest, kb=kb)
         for name, reason in report.failed.items():
@@ -262,7 +263,7 @@ def _set_aside_unreadable_store(kb: KnowledgeBaseRecord) -> None:
 def _fix_store(store: VectorStore, state: _State) -> list[FileIngestion]:
     """Remove orphan chunks nobody owns, re-make stale keyword terms; return rows for the chunks adopted."""
     adopted = []
-    for source, ids in state.orphans().items():
+    for source, ids in state.orphans.items():
         if state.adoptable(source):
             adopted.append(_adoption(state.kb.kb_name, source, store.get(ids)))
         else:

@@ -257,12 +257,6 @@ def _store_key(kb_name: str, embed_model: str) -> tuple[tuple[str, str], object]
     return (kb_name, embed_model), paths.vector_store_path(kb_name, embed_model)
 
 
-def vs_type_of(kb_name: str) -> str:
-    """The store type a knowledge base was created with (DEFAULT_VS_TYPE while it is being created)."""
-    record = kb_repo.get_kb(kb_name)
-    return record.vs_type if record else get_settings().DEFAULT_VS_TYPE
-
-
 def _write_store(
     kb: KnowledgeBaseRecord,
     backend: EmbeddingBackend,
@@ -270,7 +264,6 @@ def _write_store(
     *,
     force_save: bool = False,
     save: bool = True,
-    vs_type: str | None = None,
 ):
     key, folder = _store_key(kb.kb_name, kb.embed_model)
     cache = get_store_cache()
@@ -281,16 +274,16 @@ def _write_store(
         return result
 
 
-def _read_store(kb_name: str, embed_model: str, backend: EmbeddingBackend, use: Callable[[VectorStore], object]):
-    key, folder = _store_key(kb_name, embed_model)
+def _read_store(kb: KnowledgeBaseRecord, backend: EmbeddingBackend, use: Callable[[VectorStore], object]):
+    key, folder = _store_key(kb.kb_name, kb.embed_model)
     try:
-        with get_store_cache().read(key, folder, backend.dimension, vs_type_of(kb_name)) as store:
+        with get_store_cache().read(key, folder, backend.dimension, kb.vs_type) as store:
             return use(store)
     except (OSError, StoreCorrupted):
         # A delete_kb in another request can remove the folder while we read it: that is "not found",
         # not a server error. Anything else is a real problem with the store.
-        if not kb_exists(kb_name) or not folder.exists():
-            raise KnowledgeBaseNotFound(kb_name) from None
+        if not kb_exists(kb.kb_name) or not folder.exists():
+            raise KnowledgeBaseNotFound(kb.kb_name) from None
         raise
 
 
@@ -346,7 +339,7 @@ def ingest_files(
     tasks = _parse_tasks(kb, file_names, options, report)
     workers = get_settings().INGEST_WORKERS if workers is None else workers
     on_embedded = (lambda count: progress("embedded", count)) if progress else None
-    previous = _previous_vectors(kb_name, kb.embed_model, [task.file_name for task in tasks])
+    previous = _previous_vectors(kb, [task.file_name for task in tasks])
     cache = open_cache(tasks[0].cache) if tasks else None
     with BackgroundEmbedder(partial(get_embeddings, kb.embed_model), on_embedded, previous, cache) as embedder:
         writer = _FileWriter(kb, embedder, report, progress, not_refresh_vs_cache)
@@ -486,16 +479,16 @@ def _ingestion(parsed: ParsedFile, chunks: list[StoredChunk], doc_ids: list[str]
     )
 
 
-def _previous_vectors(kb_name: str, embed_model: str, file_names: list[str]):
+def _previous_vectors(kb: KnowledgeBaseRecord, file_names: list[str]):
     """For files being re-ingested, a reader of their stored chunks' texts and vectors (or None)."""
-    stored = set(file_repo.list_file_names(kb_name)).intersection(file_names)
+    stored = set(file_repo.list_file_names(kb.kb_name)).intersection(file_names)
     if not stored:
         return None
 
     def read(backend: EmbeddingBackend) -> tuple[list[str], np.ndarray]:
         # Bounded like the embedder's memory, so re-ingesting a huge knowledge base stays in RAM.
         limit = BackgroundEmbedder.MAX_REMEMBERED
-        return _read_store(kb_name, embed_model, backend, lambda store: store.texts_and_vectors(stored, limit))
+        return _read_store(kb, backend, lambda store: store.texts_and_vectors(stored, limit))
 
     return read
 
@@ -615,9 +608,7 @@ def search(
     prepared = prepare_query(query, lambda text: backend.embed([text], is_query=True)[0])
     top_k = settings.VECTOR_SEARCH_TOP_K if top_k is None else top_k
     threshold = settings.SCORE_THRESHOLD if score_threshold is None else score_threshold
-    ranked = _read_store(
-        kb_name, kb.embed_model, backend, lambda store: rank_candidates(store, prepared, top_k, threshold, options)
-    )
+    ranked = _read_store(kb, backend, lambda store: rank_candidates(store, prepared, top_k, threshold, options))
     return finish(prepared, ranked, top_k, options)
 
 
@@ -631,7 +622,7 @@ def get_chunks(kb_name: str, doc_ids: list[str]) -> list[StoredChunk]:
     """The chunks with these vector-store ids, in the order given; unknown ids are skipped."""
     kb = get_kb(kb_name)
     backend = get_embeddings(kb.embed_model)
-    return _read_store(kb_name, kb.embed_model, backend, lambda store: store.get(doc_ids))
+    return _read_store(kb, backend, lambda store: store.get(doc_ids))
 
 
 def update_docs_by_id(kb_name: str, docs: dict[str, Document]) -> bool:
@@ -744,7 +735,7 @@ def snapshot_files(kb_name: str) -> list[FileSnapshot]:
             snapshots.append(FileSnapshot(ingestion, chunks, vectors))
         return snapshots
 
-    return _read_store(kb_name, kb.embed_model, backend, read)
+    return _read_store(kb, backend, read)
 
 
 def store_snapshots(kb_name: str, snapshots: list[FileSnapshot]) -> int:

@@ -195,24 +195,19 @@ class VectorStoreCache:
     def forget(self, key: tuple[str, str]) -> None:
         with self._lock:
             handle = self._handles.pop(key, None)
-        if handle is not None and handle.vs_type != "faiss":
-            handle.drop_store()
+        _drop_server_stores([handle] if handle is not None else [])
 
     def forget_kb(self, kb_name: str) -> None:
         with self._lock:
             handles = [self._handles.pop(k) for k in [k for k in self._handles if k[0] == kb_name]]
-        for handle in handles:
-            if handle.vs_type != "faiss":
-                handle.drop_store()
+        _drop_server_stores(handles)
 
     def close(self) -> None:
         """Close every server store's connection (tests, shutdown); local stores stay as saved."""
         with self._lock:
             handles = list(self._handles.values())
             self._handles.clear()
-        for handle in handles:
-            if handle.vs_type != "faiss":
-                handle.drop_store()
+        _drop_server_stores(handles)
 
     def save_all(self) -> None:
         with self._lock:
@@ -223,3 +218,10 @@ class VectorStoreCache:
     def keys(self) -> list[tuple[str, str]]:
         with self._lock:
             return list(self._handles)
+
+
+def _drop_server_stores(handles: list[StoreHandle]) -> None:
+    """Close the connections of forgotten server stores; a forgotten FAISS store is simply let go."""
+    for handle in handles:
+        if handle.vs_type != "faiss":
+            handle.drop_store()

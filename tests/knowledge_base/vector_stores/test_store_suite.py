@@ -43,7 +43,7 @@ def all_chunks(kb_name="demo"):
 
 def read_demo(use):
     kb = service.get_kb("demo")
-    return service._read_store("demo", kb.embed_model, get_embeddings(kb.embed_model), use)
+    return service._read_store(kb, get_embeddings(kb.embed_model), use)
 
 
 def test_every_mode_finds_the_chunk_that_answers(demo, vs_type):
