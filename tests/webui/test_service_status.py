@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
+from tests.chat.servers.threaded import serve_handler_in_thread
 from tests.helpers.processes import free_port
 from tests.webui.support import new_app, texts
 from webui_pages.api_client import ApiClient
@@ -43,14 +43,8 @@ def flaky_api(drops: int) -> Iterator[tuple[str, list[str]]]:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler_in_thread(Handler) as url:
+        yield url, seen
 
 
 def test_a_dropped_health_check_is_retried_before_the_server_is_called_down():

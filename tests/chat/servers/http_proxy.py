@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 
-from tests.helpers.processes import free_port
+from tests.chat.servers.threaded import serve_handler_in_thread
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
@@ -33,12 +32,5 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 def recording_proxy() -> Iterator[tuple[str, list[str]]]:
     """Yield (proxy URL, list of URLs requested through it)."""
     seen: list[str] = []
-    handler = type("Handler", (_ProxyHandler,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler_in_thread(type("Handler", (_ProxyHandler,), {"seen": seen})) as url:
+        yield url, seen

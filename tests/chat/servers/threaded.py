@@ -1,4 +1,5 @@
-"""Run an ASGI app with uvicorn in a background thread of the test process, on a free port."""
+"""Run a test server in a background thread of the test process, on a free port: an ASGI app with uvicorn,
+or a plain http.server handler."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import uvicorn
 
@@ -29,3 +31,15 @@ def serve_in_thread(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def serve_handler_in_thread(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Yield the base URL while a ThreadingHTTPServer answers with ``handler``; shut down after."""
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
