@@ -5,22 +5,41 @@ inner product over the unit vectors, and one row per store in ``chatkb_markers``
 marker. Every write block is one transaction: it starts by locking the store's marker row (so
 writers on any host take turns) and ends with its commit, so a server that stops mid-request leaves
 nothing half-written.
+
+Change log (remote.py's incremental catch-up): rows get ``seq`` from the table's sequence; a
+deletion is logged in ``chatkb_changes`` with a number from the same sequence. Writers take turns,
+so numbers grow in commit order. Old log entries are pruned; ``chatkb_markers.horizon`` says how far
+back the log still reaches (a clear moves it to now), and a store behind it rebuilds in full.
+
+Bulk loads: rows go in with binary COPY. Each insert into an HNSW index walks the graph, so a block
+that loads more than BULK_LOAD_ROWS rows into a table that held fewer drops the index and builds it
+again before its commit, in the same transaction (bench_scale.py: docs/vector_stores.md). Dropping
+it locks the table: other processes' searches of this store wait until the load commits.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import numpy as np
 import psycopg
-from psycopg.types.json import Jsonb
 
 from server.knowledge_base.vector_stores.base import StoredChunk, StoreSettingsError, StoreUnavailable
 from server.knowledge_base.vector_stores.remote import RemoteStore, Row
 
 MARKERS_TABLE = "chatkb_markers"
+CHANGES_TABLE = "chatkb_changes"
+# Sequence numbers (rows stored or deleted) the change log keeps; a store further behind rebuilds in full.
+CHANGE_LOG_KEEP = 1_000_000
+# A write block that stores more rows than this, and more than the table held, builds the index afterwards.
+BULK_LOAD_ROWS = 10_000
+# maintenance_work_mem for an index build: the HNSW graph (vector + ~1 KB of links a row) should fit,
+# or pgvector goes on much more slowly; capped so one build cannot take the database server's memory.
+INDEX_BUILD_MEMORY_CAP_MB = 2048
 CONNECT_TIMEOUT_SECONDS = 5
 # HNSW finds at most ef_search rows per query (pgvector's default 40), raised to the rows asked for.
 # 100 at least: with 40, recall@10 against exact search was 0.94 on bench_scale's 20,000 chunks.
@@ -72,6 +91,7 @@ class PgStore(RemoteStore):
         self.table = name
         self.connection = connect(uri)
         self._ef_search = 40
+        self._block = _WriteBlock()
         try:
             self._create_schema()
             from pgvector.psycopg import register_vector
@@ -93,13 +113,20 @@ class PgStore(RemoteStore):
                 raise StoreSettingsError(f"PostgreSQL at {self.address} has no pgvector extension: {exc}") from None
             self.connection.execute(f"CREATE TABLE IF NOT EXISTS {MARKERS_TABLE} (name text PRIMARY KEY, marker text)")
             self.connection.execute(
+                f"ALTER TABLE {MARKERS_TABLE} ADD COLUMN IF NOT EXISTS horizon bigint NOT NULL DEFAULT 0"
+            )
+            self.connection.execute(
+                f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (name text NOT NULL, seq bigint NOT NULL, "
+                "doc_id text NOT NULL, PRIMARY KEY (name, seq, doc_id))"
+            )
+            self.connection.execute(
                 f"CREATE TABLE IF NOT EXISTS {t} (seq bigserial, doc_id text PRIMARY KEY, source text, "
                 f"text text NOT NULL, metadata jsonb NOT NULL, terms jsonb NOT NULL, "
                 f"embedding vector({int(self.dimension)}) NOT NULL)"
             )
             self.connection.execute(f"CREATE INDEX IF NOT EXISTS {t}_source ON {t} (source, seq)")
             self.connection.execute(f"CREATE INDEX IF NOT EXISTS {t}_seq ON {t} (seq)")
-            self.connection.execute(f"CREATE INDEX IF NOT EXISTS {t}_hnsw ON {t} USING hnsw (embedding vector_ip_ops)")
+            self.connection.execute(_create_hnsw_index(t))
             self.connection.execute(
                 f"INSERT INTO {MARKERS_TABLE} (name, marker) VALUES (%s, NULL) ON CONFLICT (name) DO NOTHING", (t,)
             )
@@ -111,10 +138,12 @@ class PgStore(RemoteStore):
                 f"vector store {t} has dimension {found[0]}, the embedding model gives {self.dimension}: "
                 "rebuild it with init_database.py --recreate-vs"
             )
+        self._sequence = self.connection.execute("SELECT pg_get_serial_sequence(%s, 'seq')", (t,)).fetchone()[0]
 
     def _begin(self) -> None:
         if self.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             self.connection.execute("BEGIN")
+            self._block = _WriteBlock()
 
     # ---- server primitives ------------------------------------------------------------------
     @_translated
@@ -124,19 +153,47 @@ class PgStore(RemoteStore):
     @_translated
     def _insert(self, rows: list[Row]) -> None:
         self._begin()
-        with self.connection.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO {self.table} (doc_id, source, text, metadata, terms, embedding) VALUES (%s, %s, %s, %s, %s, %s)",
-                [
-                    (chunk.doc_id, _source(chunk), chunk.page_content, Jsonb(chunk.metadata), Jsonb(terms), vector)
-                    for chunk, terms, vector in rows
-                ],
-            )
+        columns = "doc_id, source, text, metadata, terms, embedding"
+        statement = f"COPY {self.table} ({columns}) FROM STDIN WITH (FORMAT BINARY)"
+        with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(["text", "text", "text", "jsonb", "jsonb", "vector"])
+            for chunk, terms, vector in rows:
+                copy.write_row((chunk.doc_id, _source(chunk), chunk.page_content, chunk.metadata, terms, vector))
+        self._block.rows_added += len(rows)
+        self._drop_index_for_a_bulk_load()
+
+    def _drop_index_for_a_bulk_load(self) -> None:
+        block = self._block
+        if block.index_dropped or block.rows_added <= BULK_LOAD_ROWS:
+            return
+        if block.rows_before is None:  # counted once per block, when it first looks like a bulk load
+            block.rows_before = max(0, self._count() - block.rows_added)
+        if block.rows_added > block.rows_before:
+            self.connection.execute(f"DROP INDEX IF EXISTS {self.table}_hnsw")
+            block.index_dropped = True
+
+    def _build_index_if_dropped(self) -> None:
+        """Before the block commits: build the HNSW index the bulk load dropped, over all its rows at once."""
+        if not self._block.index_dropped:
+            return
+        rows = self._count()
+        wanted_mb = rows * (self.dimension * 4 + 1024) * 1.2 / 2**20
+        memory_mb = int(min(INDEX_BUILD_MEMORY_CAP_MB, max(64, wanted_mb)))
+        self.connection.execute(f"SET maintenance_work_mem = '{memory_mb}MB'")
+        try:
+            self.connection.execute(_create_hnsw_index(self.table))
+        finally:
+            self.connection.execute("RESET maintenance_work_mem")
+        self._block.index_dropped = False
 
     @_translated
     def _delete(self, doc_ids: list[str]) -> None:
         self._begin()
         self.connection.execute(f"DELETE FROM {self.table} WHERE doc_id = ANY(%s)", (doc_ids,))
+        self.connection.execute(
+            f"INSERT INTO {CHANGES_TABLE} (name, seq, doc_id) SELECT %s, nextval(%s), unnest(%s::text[])",
+            (self.table, self._sequence, doc_ids),
+        )
 
     @_translated
     def _fetch(self, doc_ids: list[str], with_vectors: bool) -> dict[str, Row]:
@@ -187,9 +244,63 @@ class PgStore(RemoteStore):
             ]
 
     @_translated
+    def _terms_after(self, position: int, batch_size: int) -> Iterator[list[tuple[str, dict[str, int]]]]:
+        last = position
+        while True:
+            found = self.connection.execute(
+                f"SELECT seq, doc_id, terms FROM {self.table} WHERE seq > %s ORDER BY seq LIMIT %s", (last, batch_size)
+            ).fetchall()
+            if not found:
+                return
+            last = found[-1][0]
+            yield [(doc_id, terms) for _, doc_id, terms in found]
+
+    @_translated
+    def _deleted_after(self, position: int) -> list[str] | None:
+        horizon = self.connection.execute(
+            f"SELECT horizon FROM {MARKERS_TABLE} WHERE name = %s", (self.table,)
+        ).fetchone()
+        if horizon is None or position < horizon[0]:
+            return None
+        found = self.connection.execute(
+            f"SELECT doc_id FROM {CHANGES_TABLE} WHERE name = %s AND seq > %s", (self.table, position)
+        ).fetchall()
+        return [row[0] for row in found]
+
+    @_translated
+    def _current_position(self) -> int | None:
+        found = self.connection.execute(
+            f"SELECT greatest((SELECT max(seq) FROM {self.table}), "
+            f"(SELECT max(seq) FROM {CHANGES_TABLE} WHERE name = %s), "
+            f"(SELECT horizon FROM {MARKERS_TABLE} WHERE name = %s), 0)",
+            (self.table, self.table),
+        ).fetchone()
+        return int(found[0])
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        if self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            yield  # inside a write block: it holds the writers' lock, nothing else changes the store
+            return
+        self._execute_translated("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            self._execute_translated("ROLLBACK")  # read only: nothing to keep
+
+    @_translated
+    def _execute_translated(self, statement: str) -> None:
+        self.connection.execute(statement)
+
+    @_translated
     def _remove_all(self) -> None:
         self._begin()
         self.connection.execute(f"DELETE FROM {self.table}")
+        # The log cannot replay a clear: every store behind this point rebuilds in full.
+        self.connection.execute(f"DELETE FROM {CHANGES_TABLE} WHERE name = %s", (self.table,))
+        self.connection.execute(
+            f"UPDATE {MARKERS_TABLE} SET horizon = nextval(%s) WHERE name = %s", (self._sequence, self.table)
+        )
 
     @_translated
     def _read_marker(self, writing: bool) -> str | None:
@@ -206,15 +317,26 @@ class PgStore(RemoteStore):
     @_translated
     def _write_marker(self, marker: str) -> None:
         self._begin()
-        self.connection.execute(f"UPDATE {MARKERS_TABLE} SET marker = %s WHERE name = %s", (marker, self.table))
+        self._build_index_if_dropped()
+        # Prune the change log to its last CHANGE_LOG_KEEP numbers (writers take turns: the sequence is ours).
+        newest = self.connection.execute("SELECT last_value FROM " + self._sequence).fetchone()[0]
+        horizon = max(0, int(newest) - CHANGE_LOG_KEEP)
+        self.connection.execute(
+            f"UPDATE {MARKERS_TABLE} SET marker = %s, horizon = greatest(horizon, %s) WHERE name = %s",
+            (marker, horizon, self.table),
+        )
+        self.connection.execute(f"DELETE FROM {CHANGES_TABLE} WHERE name = %s AND seq <= %s", (self.table, horizon))
 
     @_translated
     def _commit(self) -> None:
         if self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self._build_index_if_dropped()
             self.connection.execute("COMMIT")
+        self._block = _WriteBlock()
 
     # ---- lifetime -------------------------------------------------------------------------------
     def discard(self) -> None:
+        self._block = _WriteBlock()
         try:
             self.connection.close()  # an open transaction is rolled back by the server
         except psycopg.Error:
@@ -226,7 +348,21 @@ class PgStore(RemoteStore):
         with self.connection.transaction():
             self.connection.execute(f"DROP TABLE IF EXISTS {self.table}")
             self.connection.execute(f"DELETE FROM {MARKERS_TABLE} WHERE name = %s", (self.table,))
+            self.connection.execute(f"DELETE FROM {CHANGES_TABLE} WHERE name = %s", (self.table,))
         self.discard()
+
+
+@dataclass
+class _WriteBlock:
+    """What the open transaction did that its commit must finish (the bulk load's index)."""
+
+    rows_added: int = 0
+    rows_before: int | None = None
+    index_dropped: bool = False
+
+
+def _create_hnsw_index(table: str) -> str:
+    return f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw (embedding vector_ip_ops)"
 
 
 def _source(chunk: StoredChunk) -> str | None:

@@ -7,8 +7,15 @@ hybrid fusion mean exactly what they mean on FAISS. (Milvus's own BM25 was measu
 docs/vector_stores.md.)
 
 Other processes may change the same store. Every write block ends by storing a new random "change
-marker" next to the data; before each use a store compares the marker with the one it last saw and
-rebuilds its keyword index from the server when they differ.
+marker" next to the data; before each use a store compares the marker with the one it last saw and,
+when they differ, catches its keyword index up with the server:
+* incrementally where the server keeps a change log (PostgreSQL): rows carry an increasing ``seq``,
+  deletions are logged with one from the same sequence, and the store remembers the position it has
+  seen; it reads only the terms of rows stored after that position and the ids deleted after it
+  (a foreign write of a few chunks costs a few rows, not a re-read of a million);
+* by a full re-read of every row's terms otherwise: on first use, when the log no longer reaches
+  back to the store's position (pruned, or the store was cleared), and on Milvus (no change log).
+Reading all of that in one snapshot matters: a deletion committed between two reads would be lost.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import uuid
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +52,13 @@ class RemoteStore(VectorStore):
         self._doc_ids: dict[int, str] = {}
         self._next_key = 0
         self._marker: str | None = None
+        # Change-log position the keyword index reflects (None: unknown, the next catch-up is a full rebuild).
+        self._position: int | None = None
+        self._current_under_lock = False  # this write block began by catching up under the writers' lock
         self.dirty = False
+        # What keeping up cost (read by tests and benchmarks): rows whose terms were read, full rebuilds.
+        self.keyword_rows_read = 0
+        self.full_rebuilds = 0
 
     # ---- what a server must provide ----------------------------------------------------
     @abstractmethod
@@ -83,20 +97,63 @@ class RemoteStore(VectorStore):
     @abstractmethod
     def _commit(self) -> None: ...
 
+    # ---- change log: servers that keep one override these ---------------------------------
+    def _snapshot(self) -> AbstractContextManager:
+        """Reads inside it see one consistent state of the server."""
+        return nullcontext()
+
+    def _terms_after(self, position: int, batch_size: int) -> Iterator[list[tuple[str, dict[str, int]]]]:
+        """(doc id, terms) of the rows stored after ``position`` (0: every row), in batches."""
+        if position:
+            raise NotImplementedError("this store keeps no change log")
+        for rows in self._scan(batch_size, with_vectors=False):
+            yield [(chunk.doc_id, terms) for chunk, terms, _ in rows]
+
+    def _deleted_after(self, position: int) -> list[str] | None:
+        """Ids deleted after ``position``; None when the log cannot tell (none kept, pruned, cleared)."""
+        return None
+
+    def _current_position(self) -> int | None:
+        """The log position of everything this connection sees now (None: no change log)."""
+        return None
+
     # ---- keeping up with other processes -----------------------------------------------
     def refresh(self, writing: bool = False) -> None:
         marker = self._read_marker(writing)
         if marker != self._marker or marker is None:
-            self._rebuild_keywords()
+            with self._snapshot():
+                deleted = None if self._position is None else self._deleted_after(self._position)
+                if deleted is None:
+                    self._rebuild_keywords()
+                else:
+                    self._catch_up(deleted)
+                self._position = self._current_position()
             self._marker = marker
+        # Writers of one store take turns (_read_marker(writing=True) locks): from here until this
+        # block commits, nobody else writes, so the position after our own writes is known at save.
+        self._current_under_lock = writing
 
     def _rebuild_keywords(self) -> None:
+        self.full_rebuilds += 1
         self.keywords.clear()
         self._keys.clear()
         self._doc_ids.clear()
-        for rows in self._scan(2000, with_vectors=False):
-            for chunk, terms, _ in rows:
-                self._remember(chunk.doc_id, terms)
+        for rows in self._terms_after(0, 5000):
+            self.keyword_rows_read += len(rows)
+            for doc_id, terms in rows:
+                self._remember(doc_id, terms)
+
+    def _catch_up(self, deleted: list[str]) -> None:
+        """Apply other processes' changes since self._position. Rows stored after it are the current
+        state of their ids (a replaced chunk gets a new seq), so: forget the deleted ids, then
+        (re)remember the new rows; order between the two does not matter."""
+        for doc_id in deleted:
+            self._forget(doc_id)
+        for rows in self._terms_after(self._position, 5000):
+            self.keyword_rows_read += len(rows)
+            for doc_id, terms in rows:
+                self._forget(doc_id)
+                self._remember(doc_id, terms)
 
     def _remember(self, doc_id: str, terms: dict[str, int]) -> None:
         key = self._next_key
@@ -188,12 +245,16 @@ class RemoteStore(VectorStore):
         self.dirty = True
 
     def save(self, folder: Path) -> None:
-        """Store a new change marker and commit: other processes rebuild their keyword index."""
+        """Store a new change marker and commit: other processes catch their keyword index up."""
         if self.dirty:
             marker = uuid.uuid4().hex
             self._write_marker(marker)
+            # Only when this block began current under the lock does the position cover exactly the
+            # index in memory; otherwise keep the old one (the next catch-up re-reads our rows: harmless).
+            position = self._current_position() if self._current_under_lock else self._position
             self._commit()
-            self._marker = marker
+            self._marker, self._position = marker, position
         else:
             self._commit()
         self.dirty = False
+        self._current_under_lock = False

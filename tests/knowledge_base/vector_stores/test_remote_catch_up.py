@@ -1,0 +1,151 @@
+"""PostgreSQL/pgvector stores keep up with other processes incrementally, and bulk-load into HNSW.
+
+Two store objects on one table stand for two API processes (each has its own connection and its own
+in-memory keyword index). A foreign write must reach the other's keyword index by reading only the
+changed rows, and leave it equal to a full rebuild's. Real PostgreSQL with pgvector (conftest.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+
+from server.knowledge_base.keyword_index import tokenize
+from server.knowledge_base.vector_stores import StoredChunk, pg_store
+from server.knowledge_base.vector_stores.pg_store import PgStore
+
+DIMENSION = 8
+TABLE = "chatkb_catch_up"
+WORDS = ["apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel", "iris", "juniper"]
+QUERIES = ["apple banana", "cherry", "fig grape hazel", "juniper zebra", "kiwi"]
+
+
+def chunks(start: int, count: int, extra: str = "") -> list[StoredChunk]:
+    return [
+        StoredChunk(
+            f"c{i}", f"{WORDS[i % 10]} {WORDS[(i * 3) % 10]} {WORDS[(i * 7) % 10]} {extra}", {"source": f"f{i}"}
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def vectors(count: int, seed: int) -> np.ndarray:
+    found = np.random.default_rng(seed).normal(size=(count, DIMENSION)).astype(np.float32)
+    return found / np.linalg.norm(found, axis=1, keepdims=True)
+
+
+def write(store: PgStore, change) -> None:
+    """One write block, as the cache runs it: catch up under the writers' lock, change, commit."""
+    store.refresh(writing=True)
+    change(store)
+    store.save(None)
+
+
+def keyword_results(store: PgStore) -> list[list[tuple[str, float]]]:
+    return [
+        [(chunk.doc_id, round(score, 6)) for chunk, score in store.keyword_search(tokenize(query), 100)]
+        for query in QUERIES
+    ]
+
+
+@pytest.fixture
+def stores(pg_database):
+    opened: list[PgStore] = []
+
+    def open_store() -> PgStore:
+        opened.append(PgStore(DIMENSION, pg_database, TABLE))
+        return opened[-1]
+
+    yield open_store
+    for store in opened:
+        store.discard()
+
+
+def test_a_foreign_write_is_caught_up_from_the_changed_rows_only(stores):
+    writer, reader = stores(), stores()
+    write(writer, lambda s: s.add(chunks(0, 60), vectors(60, 1)))
+    reader.refresh()
+    assert (reader.full_rebuilds, reader.keyword_rows_read) == (1, 60)
+    index = reader.keywords
+
+    def change(store: PgStore) -> None:
+        store.add(chunks(60, 3, "kiwi"), vectors(3, 2))  # 3 new
+        store.delete(["c1", "c2", "c61"])  # 2 old and one of the new
+        store.update_text("c5", "kiwi kiwi zebra", {"source": "f5"}, vectors(1, 3)[0])  # 1 replaced
+
+    write(writer, change)
+    reader.refresh()
+    assert reader.full_rebuilds == 1  # no re-read of the 60 rows
+    assert reader.keyword_rows_read == 60 + 3  # c60, c62 and the replaced c5
+    assert reader.keywords is index and len(index) == 60 + 3 - 3 == len(reader)
+
+    rebuilt = stores()
+    rebuilt.refresh()
+    assert rebuilt.full_rebuilds == 1
+    assert keyword_results(reader) == keyword_results(rebuilt)
+    found = {doc_id for hits in keyword_results(reader) for doc_id, _ in hits}
+    assert keyword_results(reader)[4][0][0] == "c5" and {"c60", "c62"} <= found  # "kiwi": the new texts
+    assert not found & {"c1", "c2", "c61"}
+
+    # Nothing new: the next refresh reads nothing; the writer's own writes are not read back either.
+    reader.refresh()
+    writer.refresh()
+    assert reader.keyword_rows_read == 63 and writer.keyword_rows_read == 0 and writer.full_rebuilds == 1
+
+
+def test_a_clear_or_a_pruned_log_makes_the_others_rebuild_in_full(stores, monkeypatch):
+    writer, reader = stores(), stores()
+    write(writer, lambda s: s.add(chunks(0, 20), vectors(20, 1)))
+    reader.refresh()
+
+    def clear_and_refill(store: PgStore) -> None:
+        store.clear()
+        store.add(chunks(100, 5), vectors(5, 4))
+
+    write(writer, clear_and_refill)
+    reader.refresh()
+    assert reader.full_rebuilds == 2 and len(reader.keywords) == 5
+    assert keyword_results(reader) == keyword_results(writer)
+
+    monkeypatch.setattr(pg_store, "CHANGE_LOG_KEEP", 3)  # the log keeps only the last 3 numbers
+    write(writer, lambda s: s.delete(["c100"]))
+    write(writer, lambda s: s.add(chunks(200, 5), vectors(5, 5)))
+    reader.refresh()
+    assert reader.full_rebuilds == 3  # its position is behind what the log still holds
+    assert keyword_results(reader) == keyword_results(writer)
+    assert "c100" not in {doc_id for hits in keyword_results(reader) for doc_id, _ in hits}
+
+
+def index_exists(uri: str) -> bool:
+    with psycopg.connect(uri) as connection:
+        found = connection.execute("SELECT count(*) FROM pg_indexes WHERE indexname = %s", (f"{TABLE}_hnsw",))
+        return found.fetchone()[0] == 1
+
+
+def test_a_bulk_load_builds_the_index_once_before_its_commit(stores, pg_database, monkeypatch):
+    monkeypatch.setattr(pg_store, "BULK_LOAD_ROWS", 100)
+    store = stores()
+    loaded = vectors(400, 7)
+
+    def load(s: PgStore) -> None:
+        for start in range(0, 400, 50):
+            s.add(chunks(start, 50), loaded[start : start + 50])
+        assert s._block.index_dropped  # built again at the commit
+
+    write(store, load)
+    assert index_exists(pg_database)
+    exact = np.argsort(-(loaded @ loaded[:20].T), axis=0)[:5].T
+    for query, best in zip(loaded[:20], exact, strict=True):
+        assert [hit.chunk.doc_id for hit in store.search(query, 5)] == [f"c{i}" for i in best]
+
+    # A block smaller than the table keeps the index; an abandoned bulk load leaves it as it was.
+    write(store, lambda s: s.add(chunks(400, 150), vectors(150, 8)))
+    assert not store._block.index_dropped and index_exists(pg_database)
+    other = stores()
+    other.refresh(writing=True)
+    other.clear()
+    other.add(chunks(1000, 200), vectors(200, 9))
+    assert other._block.index_dropped
+    other.discard()  # rolled back: the rows and the index are as before
+    assert index_exists(pg_database) and len(store) == 550
