@@ -130,14 +130,33 @@ def run_store(name: str, make, reopen, vectors, queries, words, truth, server_pa
             other.discard()
     m50, m95 = percentiles(many)
     server = f", server RSS {server_rss(server_pattern):.0f} MB" if server_pattern else ""
+    catch_up = foreign_write_catch_up(store, reopen, vectors[:10]) if store.remote else ""
     print(
         f"{name:12s} build {build:7.1f} s  save {save:6.2f} s  load {load:6.2f} s  "
         f"1 client p50 {p50:6.2f} ms p95 {p95:6.2f} ms  "
         f"{'8 clients' if threads else '8 clients (serialised)'} p50 {m50:6.2f} ms p95 {m95:6.2f} ms {len(many) / wall:7.0f} req/s  "
-        f"recall@10 {recall:.3f}  memory +{memory:.0f} MB{server}",
+        f"recall@10 {recall:.3f}  memory +{memory:.0f} MB{server}{catch_up}",
         flush=True,
     )
     store.discard()
+
+
+def foreign_write_catch_up(store, reopen, vectors) -> str:
+    """Another connection (another API process) replaces 10 chunks; how long ``store`` takes to catch
+    its keyword index up, and how many rows' terms it reads for that."""
+    from server.knowledge_base.vector_stores import StoredChunk
+
+    writer = reopen()
+    writer.refresh(writing=True)
+    writer.add([StoredChunk(f"c{i}", f"w{i} foreign", {"source": f"f{i // 50}.txt"}) for i in range(10)], vectors)
+    writer.save(None)
+    writer.discard()
+    rows_before, rebuilds_before = store.keyword_rows_read, store.full_rebuilds
+    began = time.perf_counter()
+    store.refresh()
+    took = (time.perf_counter() - began) * 1000
+    how = "full rebuild" if store.full_rebuilds > rebuilds_before else "incremental"
+    return f"  catch-up after a foreign write of 10 chunks {took:.1f} ms ({how}, {store.keyword_rows_read - rows_before} rows read)"
 
 
 def main() -> None:
@@ -147,6 +166,13 @@ def main() -> None:
     parser.add_argument(
         "--noise", type=float, default=1.0, help="spread around the centres (1.0: neighbours at cosine ~0.5)"
     )
+    parser.add_argument(
+        "--pg-bulk-rows",
+        type=int,
+        default=None,
+        help="pgvector: rows a write block loads before the HNSW index is dropped and built at commit "
+        "(default pg_store.BULK_LOAD_ROWS; a huge value keeps the index during the load)",
+    )
     args = parser.parse_args()
     os.environ["CHATCHAT_KB_ROOT_PATH"] = tempfile.mkdtemp(prefix="bench-scale-")
     os.environ["CHATCHAT_FAISS_IVF_THRESHOLD"] = str(max(1000, args.chunks - 1))  # faiss-flat overrides it
@@ -155,6 +181,11 @@ def main() -> None:
 
     from configs import reload_settings
     from server.knowledge_base.vector_stores import FaissStore, open_remote_store
+
+    if args.pg_bulk_rows is not None:
+        from server.knowledge_base.vector_stores import pg_store
+
+        pg_store.BULK_LOAD_ROWS = args.pg_bulk_rows
 
     vectors, queries = synthetic(args.chunks, args.noise, 0)
     words = texts(args.chunks, 1)

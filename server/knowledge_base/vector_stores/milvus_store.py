@@ -9,12 +9,18 @@ Milvus has no transactions: a write block's deletes and inserts reach the server
 A server that stops in the middle may leave that block's files half replaced in the collection; the
 metadata database is only written after the block succeeds, and the next ingestion of those files
 replaces their chunks (it deletes by source first), so the knowledge base heals on retry.
+
+No change log: after another process writes, a store re-reads every row's terms (remote.py). An
+incremental catch-up needs numbers that grow in commit order, and here nothing orders writers:
+``seq`` is the writing host's clock (it only orders a source's chunks), and writers on different
+hosts do not take turns, so "rows after the last seq seen" could miss a slower clock's rows.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import re
 import time
@@ -55,16 +61,26 @@ def client_options(settings, folder: Path) -> tuple[dict, str, bool]:
 
 
 def _translated(method):
+    def unavailable(self, exc: MilvusException) -> StoreUnavailable:
+        message = getattr(exc, "message", "") or str(exc)
+        first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+        return StoreUnavailable(f"Milvus vector store at {self.address} failed: {first_line}")
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except MilvusException as exc:
-            message = getattr(exc, "message", "") or str(exc)
-            first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-            raise StoreUnavailable(f"Milvus vector store at {self.address} failed: {first_line}") from exc
+            raise unavailable(self, exc) from exc
 
-    return wrapper
+    @functools.wraps(method)
+    def generator_wrapper(self, *args, **kwargs):  # a scan fails while it is iterated, not when called
+        try:
+            yield from method(self, *args, **kwargs)
+        except MilvusException as exc:
+            raise unavailable(self, exc) from exc
+
+    return generator_wrapper if inspect.isgeneratorfunction(method) else wrapper
 
 
 class MilvusStore(RemoteStore):
@@ -203,6 +219,20 @@ class MilvusStore(RemoteStore):
         try:
             while batch := iterator.next():
                 yield [_row(item) for item in batch]
+        finally:
+            iterator.close()
+
+    @_translated
+    def _terms_after(self, position: int, batch_size: int) -> Iterator[list[tuple[str, dict[str, int]]]]:
+        """Every row's terms (no change log here: see the module docstring); only the two fields needed."""
+        if position:
+            raise NotImplementedError("Milvus stores keep no change log")
+        iterator = self.client.query_iterator(
+            self.name, batch_size=batch_size, filter="", output_fields=["doc_id", "terms"]
+        )
+        try:
+            while batch := iterator.next():
+                yield [(item["doc_id"], item.get("terms") or {}) for item in batch]
         finally:
             iterator.close()
 

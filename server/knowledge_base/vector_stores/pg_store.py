@@ -20,6 +20,7 @@ it locks the table: other processes' searches of this store wait until the load 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,15 +57,25 @@ def describe(uri: str) -> str:
 def _translated(method):
     """Errors of the server or the connection become one-line StoreUnavailable errors."""
 
+    def unavailable(self, exc: Exception) -> StoreUnavailable:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreUnavailable(f"PostgreSQL vector store at {self.address} failed: {first_line}")
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreUnavailable(f"PostgreSQL vector store at {self.address} failed: {first_line}") from exc
+            raise unavailable(self, exc) from exc
 
-    return wrapper
+    @functools.wraps(method)
+    def generator_wrapper(self, *args, **kwargs):  # a scan fails while it is iterated, not when called
+        try:
+            yield from method(self, *args, **kwargs)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise unavailable(self, exc) from exc
+
+    return generator_wrapper if inspect.isgeneratorfunction(method) else wrapper
 
 
 def connect(uri: str) -> psycopg.Connection:
