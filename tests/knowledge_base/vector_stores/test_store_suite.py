@@ -115,9 +115,11 @@ def test_recreate_and_delete_kb_leave_nothing_behind(demo, vs_type, kb_root):
     if vs_type == "pg":
         with psycopg.connect(get_settings().KBS_CONFIG.pg.connection_uri) as connection:
             tables = connection.execute(
-                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'chatkb_%%' AND tablename <> 'chatkb_markers'"
+                "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'chatkb_%%' "
+                "AND tablename NOT IN ('chatkb_markers', 'chatkb_changes')"
             )
             assert tables.fetchone()[0] == 0
+            assert connection.execute("SELECT count(*) FROM chatkb_changes").fetchone()[0] == 0
     service.create_kb("demo", vs_type)  # the same name starts empty
     assert all_chunks() == []
 
