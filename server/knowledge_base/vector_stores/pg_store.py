@@ -164,6 +164,7 @@ class PgStore(RemoteStore):
     @_translated
     def _insert(self, rows: list[Row]) -> None:
         self._begin()
+        self._drop_index_for_a_bulk_load(len(rows))
         columns = "doc_id, source, text, metadata, terms, embedding"
         statement = f"COPY {self.table} ({columns}) FROM STDIN WITH (FORMAT BINARY)"
         with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
@@ -171,15 +172,17 @@ class PgStore(RemoteStore):
             for chunk, terms, vector in rows:
                 copy.write_row((chunk.doc_id, _source(chunk), chunk.page_content, chunk.metadata, terms, vector))
         self._block.rows_added += len(rows)
-        self._drop_index_for_a_bulk_load()
 
-    def _drop_index_for_a_bulk_load(self) -> None:
+    def _drop_index_for_a_bulk_load(self, incoming: int) -> None:
+        """Before rows go in: once this block's rows pass BULK_LOAD_ROWS and outnumber what the table held
+        before it, drop the index (the rest of the load skips the graph; the commit builds it)."""
         block = self._block
-        if block.index_dropped or block.rows_added <= BULK_LOAD_ROWS:
+        loaded = block.rows_added + incoming
+        if block.index_dropped or loaded <= BULK_LOAD_ROWS:
             return
         if block.rows_before is None:  # counted once per block, when it first looks like a bulk load
             block.rows_before = max(0, self._count() - block.rows_added)
-        if block.rows_added > block.rows_before:
+        if loaded > block.rows_before:
             self.connection.execute(f"DROP INDEX IF EXISTS {self.table}_hnsw")
             block.index_dropped = True
 
