@@ -2,6 +2,8 @@
 
     python bench/bench_scale.py --chunks 100000 [--stores faiss-flat,faiss-ivf,milvus-lite,pgvector]
 
+(``faiss-ivf-index``: the FAISS store's IVF index alone, build and single-client search only.)
+
 Synthetic data: 384-dimensional unit vectors around 2,000 centres (neighbours at cosine ~0.5, like
 embeddings of related texts; ``--noise`` makes it harder) with generated 20-word texts. Each store is
 built through the store interface the service uses (texts tokenised, keyword index kept), then asked
@@ -159,6 +161,37 @@ def foreign_write_catch_up(store, reopen, vectors) -> str:
     return f"  catch-up after a foreign write of 10 chunks {took:.1f} ms ({how}, {store.keyword_rows_read - rows_before} rows read)"
 
 
+def run_ivf_index_only(vectors, queries, truth) -> None:
+    """ "faiss-ivf-index": the IVF index the FAISS store switches to, alone (no texts, keyword index,
+    save or load): its build and search figures when the whole store would take too long here."""
+    import faiss
+
+    from server.knowledge_base.vector_stores.faiss_store import _ivf_index_from, _ivf_settings
+
+    rss_before = psutil.Process().memory_info().rss
+    started = time.perf_counter()
+    flat = faiss.IndexIDMap2(faiss.IndexFlatIP(DIMENSION))
+    flat.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
+    index = _ivf_index_from(flat)
+    del flat
+    index.nprobe = _ivf_settings()[1]
+    build = time.perf_counter() - started
+    latencies, found = [], []
+    for query in queries:
+        began = time.perf_counter()
+        _, ids = index.search(query.reshape(1, -1), 10)
+        latencies.append(time.perf_counter() - began)
+        found.append(ids[0])
+    recall = np.mean([len(set(ids) & set(row)) / 10 for ids, row in zip(found, truth, strict=True)])
+    p50, p95 = percentiles(latencies)
+    memory = (psutil.Process().memory_info().rss - rss_before) / 2**20
+    print(
+        f"faiss-ivf-index build {build:7.1f} s  1 client p50 {p50:6.2f} ms p95 {p95:6.2f} ms  "
+        f"recall@10 {recall:.3f}  memory +{memory:.0f} MB  ({index.nlist} lists, nprobe {index.nprobe})",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, default=100_000)
@@ -221,6 +254,8 @@ def main() -> None:
                     None,
                     folder,
                 )
+            elif name == "faiss-ivf-index":
+                run_ivf_index_only(vectors, queries, truth)
             elif name == "milvus-lite":
                 key = ("bench", name)
                 opener = lambda f=folder, k=key: open_remote_store("milvus", k, f, DIMENSION)  # noqa: E731
