@@ -145,8 +145,8 @@ class RemoteStore(VectorStore):
 
     def _catch_up(self, deleted: list[str]) -> None:
         """Apply other processes' changes since self._position. Rows stored after it are the current
-        state of their ids (a replaced chunk gets a new seq), so: forget the deleted ids, then
-        (re)remember the new rows; order between the two does not matter."""
+        state of their ids (a replaced chunk gets a new seq), so deletions go first and the rows
+        after: an id deleted and stored again since is among the rows and comes back."""
         for doc_id in deleted:
             self._forget(doc_id)
         for rows in self._terms_after(self._position, 5000):
