@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from filelock import FileLock
 from langchain_core.documents import Document
 
 from configs import get_settings
@@ -34,6 +33,7 @@ from server.knowledge_base.embeddings import EmbeddingBackend, check_embedding_m
 from server.knowledge_base.embeddings.background import BackgroundEmbedder
 from server.knowledge_base.ingest import ChunkingOptions, ParsedFile, ParseTask, parse_files
 from server.knowledge_base.ingest_cache import cache_location, open_cache
+from server.knowledge_base.locks import kb_write_lock
 from server.knowledge_base.model_guard import check_kb_model, record_kb_model
 from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores import (
@@ -240,9 +240,8 @@ def writing_to(kb: KnowledgeBaseRecord) -> Iterator[KnowledgeBaseRecord]:
     if kb.kb_name in held:
         yield kb
         return
-    lock_path = paths.kb_lock_path(kb.kb_name)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)):
+    # PostgreSQL metadata: an advisory lock on its server (all hosts); SQLite: a file lock (its one host).
+    with kb_write_lock(kb.kb_name):
         current = kb_repo.get_kb(kb.kb_name)
         if current is None or current.epoch != kb.epoch:
             raise KnowledgeBaseGone(kb.kb_name)
