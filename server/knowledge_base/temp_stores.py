@@ -96,11 +96,10 @@ class TempStoreRegistry:
         folder = self.root / temp_id
         folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(folder / LOCK_FILE)):
-            entry = (
-                self._open(temp_id)
-                if self._read_meta(temp_id)
-                else TempStore(FaissStore(backend.dimension), embed_model)
-            )
+            try:
+                entry = self._open(temp_id)
+            except TempStoreNotFound:  # a new id, or one that expired meanwhile: it starts empty
+                entry = TempStore(FaissStore(backend.dimension), embed_model)
             try:
                 with entry.lock:
                     if chunks:
