@@ -14,12 +14,14 @@
 
 Milvus Lite is a file one process opens, so it cannot serve several API processes: Milvus needs a server
 (not on this machine), hence pgvector here. Not a test: figures depend on the machine's cores and load; the
-clients run in this process and take CPU too.
+clients run in this process and take CPU too. The cores the API processes, PostgreSQL and the clients used
+say where the time went: more API processes add throughput only where cores are idle.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -33,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -114,16 +117,41 @@ def wait_for_processes(log_path: Path, processes: int, timeout: float = 300) -> 
         time.sleep(0.5)
 
 
-def measure(env: dict[str, str], root: Path, processes: int, clients: int, seconds: float) -> tuple[float, list[float]]:
+def measure(env: dict[str, str], root: Path, processes: int, clients: int, seconds: float, pg_folder: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = root / "logs" / f"api_{processes}_{uuid.uuid4().hex[:6]}.log"
     args = ["-m", "server.api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes)]
-    with running_process(args, env=env, log_path=log_path, health_url=f"{url}/health", timeout=300):
+    with running_process(args, env=env, log_path=log_path, health_url=f"{url}/health", timeout=300) as proc:
         wait_for_processes(log_path, processes)
         run_load(url, clients * 2, max(5.0, seconds / 3))  # warm-up: every process loads the model, opens pg
+        pids = {"api": [proc.pid], "postgresql": postmasters(pg_folder), "clients": [os.getpid()]}
+        before = {name: sum(tree_cpu_seconds(pid) for pid in ids) for name, ids in pids.items()}
         latencies = run_load(url, clients, seconds)
-    return len(latencies) / seconds, latencies
+        cores = {
+            name: (sum(tree_cpu_seconds(pid) for pid in ids) - before[name]) / seconds for name, ids in pids.items()
+        }
+    return len(latencies) / seconds, latencies, cores
+
+
+def postmasters(pg_folder: Path) -> list[int]:
+    """The PostgreSQL server's main process (its backends are its children)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if str(pg_folder) in " ".join(process.info["cmdline"] or []) and process.pid != os.getpid():
+            found.append(process.pid)
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children: how many cores the API processes used."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -164,12 +192,15 @@ def main() -> None:
         print(f"cores: {os.cpu_count()}; clients: {args.clients}; {args.seconds:.0f}s per count", flush=True)
         base = None
         for processes in counts:
-            rate, latencies = measure(env, root, processes, args.clients, args.seconds)
+            rate, latencies, cores = measure(env, root, processes, args.clients, args.seconds, pg_folder)
             base = base or rate
             print(
                 f"{processes} API process{'es' if processes > 1 else ''}: {rate:.1f} search requests/s "
                 f"(p50 {statistics.median(latencies) * 1000:.0f} ms, p95 {percentile(latencies, 0.95) * 1000:.0f} ms)"
-                f", {rate / base:.2f}x the first",
+                f", {rate / base:.2f}x the first; cores used: "
+                + ", ".join(f"{name} {used:.2f}" for name, used in cores.items())
+                + f" ({cores['api'] * args.seconds / len(latencies) * 1000:.0f} ms API CPU per request)"
+                f"; load average {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
     finally:
