@@ -334,11 +334,16 @@ class FaissStore(VectorStore):
         folder.mkdir(parents=True, exist_ok=True)
         if self.folder is None or Path(self.folder).resolve() != folder.resolve():
             self._move_to(folder)
-        with _sqlite_errors_as_save_failures():
-            self._begin()
-            self._set_meta(seq=self._pending_seq, next_id=self._next_id)
-            self._rewrite_stale_terms()
-            self._db.commit()
+        try:
+            with _sqlite_errors_as_save_failures():
+                self._begin()
+                self._set_meta(seq=self._pending_seq, next_id=self._next_id)
+                self._rewrite_stale_terms()
+                self._db.commit()
+        except StoreSaveFailed:
+            if not self.dirty:  # only this save's own writes were pending: do not hold the write lock
+                self._db.rollback()
+            raise
         self.generation = self._pending_seq
         self.dirty = False
         self.keywords_rebuilt = False
