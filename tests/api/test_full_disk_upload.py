@@ -86,5 +86,5 @@ def test_a_full_disk_during_an_upload_answers_507_and_leaves_no_orphans(api_serv
     # The next successful save persists only what the database knows.
     assert upload(client, "cherry.txt", "Cherry trees need cold winters.").json()["code"] == 200
     saved = FaissStore.load(store_folder(api_server))
-    assert {chunk.metadata["source"] for chunk in saved.chunks.values()} == {"apple.txt", "cherry.txt"}
+    assert set(saved.sources()) == {"apple.txt", "cherry.txt"}
     assert sources_found(client, "zucchini summer gardens", "keyword") <= {"apple.txt", "cherry.txt"}
