@@ -473,15 +473,19 @@ class FaissStore(VectorStore):
         try:
             db.execute("BEGIN")
             try:
-                store = cls(int(_meta(db, "dimension", 0)), db, folder)
-                store.generation = _meta(db, "seq", 0)
-                store._next_id = _meta(db, "next_id", 0)
-                store._build_memory()
+                seq = _meta(db, "seq", 0)
+                if seq:  # 0: made, but its first save never committed
+                    store = cls(int(_meta(db, "dimension", 0)), db, folder)
+                    store.generation, store._next_id = seq, _meta(db, "next_id", 0)
+                    store._build_memory()
             finally:
                 db.rollback()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError, RuntimeError) as exc:
             db.close()
             raise StoreCorrupted(f"vector store in {folder} cannot be read: {exc}") from exc
+        if not seq:
+            db.close()
+            raise FileNotFoundError(f"no vector store saved in {folder}")
         return store
 
     def _build_memory(self) -> None:
