@@ -536,8 +536,9 @@ class FaissStore(VectorStore):
                     self.keywords.remove(int_id, _terms(terms))
             self._since_snapshot += len(removed)
         last = -1
+        text = self._text_column()
         while rows := self._db.execute(
-            "SELECT int_id, terms, text, vector FROM chunks WHERE seq > ? AND int_id > ? ORDER BY int_id LIMIT 5000",
+            f"SELECT int_id, terms, {text}, vector FROM chunks WHERE seq > ? AND int_id > ? ORDER BY int_id LIMIT 5000",
             (seq, last),
         ).fetchall():
             last = rows[-1][0]
@@ -553,15 +554,20 @@ class FaissStore(VectorStore):
 
     def _load_keywords(self) -> None:
         last = -1
+        text = self._text_column()
         while rows := self._db.execute(
-            "SELECT int_id, terms, text FROM chunks WHERE int_id > ? ORDER BY int_id LIMIT 5000", (last,)
+            f"SELECT int_id, terms, {text} FROM chunks WHERE int_id > ? ORDER BY int_id LIMIT 5000", (last,)
         ).fetchall():
             last = rows[-1][0]
             for int_id, terms, text in rows:
                 self.keywords.add(int_id, self._stored_or_new_terms(terms, text))
 
-    def _stored_or_new_terms(self, terms: str | None, text: str) -> dict[str, int]:
-        if self.keywords_rebuilt or terms is None:
+    def _text_column(self) -> str:
+        """The texts are read only when their terms must be made again (another tokenizer version)."""
+        return "text" if self.keywords_rebuilt else "NULL"
+
+    def _stored_or_new_terms(self, terms: str | None, text: str | None) -> dict[str, int]:
+        if self.keywords_rebuilt:
             return dict(Counter(tokenize(text)))
         return _terms(terms)
 
@@ -630,7 +636,7 @@ class _sqlite_errors_as_save_failures:  # noqa: N801 (used as a context manager)
     def __exit__(self, kind, exc, traceback):
         if isinstance(exc, sqlite3.OperationalError):
             message = str(exc)
-            code = errno.ENOSPC if "full" in message else errno.EIO
+            code = errno.ENOSPC if "full" in message else errno.EBUSY if "locked" in message else errno.EIO
             raise StoreSaveFailed(OSError(code, os.strerror(code))) from exc
         return False
 
