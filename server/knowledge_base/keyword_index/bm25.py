@@ -60,9 +60,15 @@ class BM25Index:
         length = sum(counts.values())
         self._doc_length[key] = length
         self._total_length += length
+        postings, cached = self._postings, self._term_arrays
         for term, count in counts.items():
-            self._postings.setdefault(term, {})[key] = count
-            self._term_arrays.pop(term, None)
+            holders = postings.get(term)
+            if holders is None:
+                postings[term] = {key: count}
+            else:
+                holders[key] = count
+            if cached:  # empty while a store loads: nothing to invalidate
+                cached.pop(term, None)
 
     def remove(self, key: int, terms: list[str] | dict[str, int] | None = None) -> None:
         """Forget a document. ``terms`` (what it was added with) spares a scan of every posting when the

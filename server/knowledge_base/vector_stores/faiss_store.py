@@ -536,9 +536,9 @@ class FaissStore(VectorStore):
                     self.keywords.remove(int_id, _terms(terms))
             self._since_snapshot += len(removed)
         last = -1
-        text = self._text_column()
+        text_column = self._text_column()
         while rows := self._db.execute(
-            f"SELECT int_id, terms, {text}, vector FROM chunks WHERE seq > ? AND int_id > ? ORDER BY int_id LIMIT 5000",
+            f"SELECT int_id, terms, {text_column}, vector FROM chunks WHERE seq > ? AND int_id > ? ORDER BY int_id LIMIT 5000",
             (seq, last),
         ).fetchall():
             last = rows[-1][0]
@@ -554,9 +554,9 @@ class FaissStore(VectorStore):
 
     def _load_keywords(self) -> None:
         last = -1
-        text = self._text_column()
+        text_column = self._text_column()
         while rows := self._db.execute(
-            f"SELECT int_id, terms, {text} FROM chunks WHERE int_id > ? ORDER BY int_id LIMIT 5000", (last,)
+            f"SELECT int_id, terms, {text_column} FROM chunks WHERE int_id > ? ORDER BY int_id LIMIT 5000", (last,)
         ).fetchall():
             last = rows[-1][0]
             for int_id, terms, text in rows:
