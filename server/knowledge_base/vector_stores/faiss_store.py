@@ -244,12 +244,12 @@ class FaissStore(VectorStore):
             chunk.doc_id = chunk.doc_id or str(uuid.uuid4())
         if not chunks:
             return []
+        terms = [dict(Counter(tokenize(chunk.page_content))) for chunk in chunks]  # before taking the write lock
         with _sqlite_errors_as_save_failures():
             self._begin()
             self.delete([chunk.doc_id for chunk in chunks])
             seq = self._pending_seq
             int_ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
-            terms = [dict(Counter(tokenize(chunk.page_content))) for chunk in chunks]
             self._db.executemany(
                 "INSERT INTO chunks (int_id, doc_id, source, text, metadata, terms, vector, seq) VALUES (?,?,?,?,?,?,?,?)",
                 (
@@ -438,6 +438,7 @@ class FaissStore(VectorStore):
 
     def _catch_up(self, committed: int) -> None:
         previous, self.generation = self.generation, committed
+        self._next_id = max(self._next_id, _meta(self._db, "next_id", 0))  # their ids are taken
         if previous < _meta(self._db, "pruned", 0):  # the tombstones we need are gone: rebuild
             self._build_memory()
         else:

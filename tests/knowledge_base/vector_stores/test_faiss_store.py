@@ -430,3 +430,14 @@ def test_a_broken_old_layout_store_is_reported_and_left_as_it_was(tmp_path):
     with pytest.raises(StoreCorrupted, match="cannot be read"):
         FaissStore.load(tmp_path)
     assert not (tmp_path / faiss_store.DB_FILE).exists() and (tmp_path / "index.3.faiss").exists()
+
+
+def test_a_writer_behind_another_processs_commit_catches_up_before_writing(tmp_path):
+    make_store(2).save(tmp_path)
+    first, second = FaissStore.load(tmp_path), FaissStore.load(tmp_path)
+    second.add([StoredChunk("", "second's", {"source": "s"})], unit(20).reshape(1, -1))
+    second.save(tmp_path)
+    first.add([StoredChunk("", "first's", {"source": "f"})], unit(21).reshape(1, -1))  # no refresh in between
+    first.save(tmp_path)
+    assert texts(first) == texts(FaissStore.load(tmp_path)) == ["first's", "second's", "text 0", "text 1"]
+    assert first.index.ntotal == 4 and first.generation == 3
