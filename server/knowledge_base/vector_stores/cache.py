@@ -69,14 +69,15 @@ class StoreHandle:
             return self.store
         on_disk = read_generation(self.folder)
         store = self.store
-        if isinstance(store, FaissStore) and store.folder is not None and not store.replaced_on_disk():
-            if on_disk > store.generation and not store.dirty:
-                store.refresh(writing)
-            return store
-        if store is not None and (on_disk <= store.generation or store.dirty):
+        if isinstance(store, FaissStore) and store.folder is not None:
+            if not store.replaced_on_disk():
+                if on_disk > store.generation and not store.dirty:
+                    store.refresh(writing)
+                return store
+        elif store is not None and (on_disk <= store.generation or store.dirty):
             return store  # made in memory and not saved yet
         if store is not None:
-            store.discard()
+            store.discard()  # its database file was deleted (perhaps made again), or another process saved first
         self.store = _load_or_new(self.folder, self.dimension, on_disk)
         return self.store
 

@@ -441,3 +441,17 @@ def test_a_writer_behind_another_processs_commit_catches_up_before_writing(tmp_p
     first.save(tmp_path)
     assert texts(first) == texts(FaissStore.load(tmp_path)) == ["first's", "second's", "text 0", "text 1"]
     assert first.index.ntotal == 4 and first.generation == 3
+
+
+def test_a_store_whose_folder_was_made_again_is_loaded_afresh(tmp_path):
+    """delete_kb and create_kb in another process: the cached store's database file is gone."""
+    import shutil
+
+    cache = VectorStoreCache(capacity=1)
+    for _ in range(2):
+        with cache.write(("a", "m"), tmp_path, DIM) as store:
+            store.add([StoredChunk("", "old", {"source": "old"})], unit(1).reshape(1, -1))
+    shutil.rmtree(tmp_path)
+    make_store(1, "new").save(tmp_path)  # seq 1: below what the cached store has seen
+    with cache.read(("a", "m"), tmp_path, DIM) as store:
+        assert texts(store) == ["text 0"] and store.generation == 1
