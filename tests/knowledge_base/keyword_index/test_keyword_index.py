@@ -65,3 +65,23 @@ def test_removing_and_replacing_documents_keeps_postings_exact():
     assert index.keys() == {2} and len(index) == 1
     index.remove(2)
     assert index.search(["cherri"], 5) == [] and len(index) == 0
+
+
+def test_an_index_without_per_document_terms_scores_the_same_and_removes_exactly():
+    docs = {1: "apple banana", 2: "banana cherry banana", 3: "kiwi apple pie", 4: "grape", 5: "apple apple kiwi"}
+    full, lean = BM25Index(), BM25Index(keep_terms=False)
+    for key, text in docs.items():
+        full.add(key, tokenize(text))
+        lean.add(key, tokenize(text))
+    lean.remove(2, tokenize(docs[2]))  # the caller passes the terms it stored
+    lean.remove(4, ["not", "its", "terms"])  # wrong terms: found by a scan instead
+    lean.remove(99, ["appl"])  # unknown key: nothing happens
+    full.remove(2)
+    full.remove(4)
+    query = tokenize("apple kiwi banana grape")
+    assert lean.search(query, 10) == full.search(query, 10)
+    assert lean.scores(query, [1, 2, 3, 5, 99]) == full.scores(query, [1, 2, 3, 5, 99])
+    assert lean.keys() == full.keys() == {1, 3, 5} and lean.term_counts(5) == full.term_counts(5)
+    assert lean.search(["grape"], 5) == [] and lean.search(["cherri"], 5) == []
+    lean.add(1, tokenize("cherry"))  # the same key again replaces it, without its terms kept
+    assert [h.key for h in lean.search(["cherri"], 5)] == [1] and lean.search(["banana"], 5) == []
