@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python startup.py -a                      everything, with the web UI\n"
         "  python startup.py --all-api               everything but the web UI\n"
         "  python startup.py --llm-api               controller, gateway and model workers\n"
+        "  python startup.py --api --api-workers 4   the API server as 4 processes on its one port\n"
         "  python startup.py -m -n MODEL -c http://controller-host:20001\n"
         "                                            a worker that joins another machine's controller\n",
     )
@@ -143,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         "lets a worker on this machine join a controller on another",
     )
     parser.add_argument("--api", action="store_true", help="start the API server (:7861)")
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        metavar="N",
+        default=None,
+        help="run the API server as N processes sharing its port (default: API_WORKERS from settings, 1); "
+        "for API servers on several hosts see docs/vector_stores.md",
+    )
     parser.add_argument(
         "-p",
         "--api-worker",
@@ -357,7 +366,12 @@ def _front_services(args, settings, log_level: list[str], notes: list[str]) -> l
     services = []
     a = settings.API_SERVER
     if args.api:
-        services.append(_server("api", "API server", "server.api", a, "API_SERVER.port"))
+        workers = settings.API_WORKERS if args.api_workers is None else args.api_workers
+        if workers < 1:
+            raise ConfigError(f"--api-workers {workers}: give 1 or more API server processes")
+        service = _server("api", "API server", "server.api", a, "API_SERVER.port", ["--workers", str(workers)])
+        service.info["workers"] = workers
+        services.append(service)
     if args.mcp or (settings.MCP_ENABLED and (args.all_webui or args.all_api)):
         services.append(_server("mcp", "MCP server", "server.mcp_server", settings.MCP_SERVER, "MCP_SERVER.port"))
     if args.api and settings.FOLDER_SYNC:
@@ -649,7 +663,9 @@ def banner(supervisor: Supervisor, settings, args) -> str:
         elif service.name == "openai_gateway":
             rows.append(f"OpenAI-compatible API: {service.url}/v1")
         elif service.name == "api":
-            rows.append(f"API server: {service.url} (docs at {service.url}/docs)")
+            processes = service.info.get("workers", 1)
+            shared = f", {processes} processes on one port" if processes > 1 else ""
+            rows.append(f"API server: {service.url} (docs at {service.url}/docs{shared})")
         elif service.name == "webui":
             rows.append(f"web UI: {service.url}")
         elif service.name == "mcp":

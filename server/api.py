@@ -1,4 +1,4 @@
-"""The API server process (:7861): ``python -m server.api --host 127.0.0.1 --port 7861``.
+"""The API server process (:7861): ``python -m server.api --host 127.0.0.1 --port 7861 [--workers N]``.
 
 Each API area is a package under ``server/`` with a ``router.py``; this module only
 assembles them into one FastAPI app and runs it.
@@ -60,18 +60,44 @@ def create_app() -> FastAPI:
     return app
 
 
+def create_worker_app() -> FastAPI:
+    """The app of one of several API processes (``--workers N``): uvicorn builds it in each process it starts."""
+    _configure_logging()
+    return create_app()
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     parser = argparse.ArgumentParser(description="chatkb API server (knowledge bases, chat, model management)")
     parser.add_argument("--host", default=settings.API_SERVER.host)
     parser.add_argument("--port", type=int, default=settings.API_SERVER.port)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=settings.API_WORKERS,
+        help="API server processes sharing the port (default: API_WORKERS); see docs/vector_stores.md",
+    )
     parser.add_argument("--ssl_keyfile")
     parser.add_argument("--ssl_certfile")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    _configure_logging()
+    ssl = {"ssl_keyfile": args.ssl_keyfile, "ssl_certfile": args.ssl_certfile}
+    if args.workers == 1:
+        uvicorn.run(create_app(), host=args.host, port=args.port, **ssl)
+        return
+    # Several processes on one port: uvicorn's parent holds the socket, the kernel spreads connections over
+    # the processes, and the parent starts a process again if one dies. The schema is made here, once,
+    # so the processes do not all create the same tables at the same moment.
+    create_tables()
     uvicorn.run(
-        create_app(), host=args.host, port=args.port, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile
+        "server.api:create_worker_app", factory=True, workers=args.workers, host=args.host, port=args.port, **ssl
     )
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

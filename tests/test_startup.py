@@ -245,3 +245,45 @@ def test_folder_sync_starts_with_the_api_server_when_settings_ask(tmp_path):
             time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_zero_api_workers_is_one_line_before_anything_starts(tmp_path):
+    result = run_startup(["--api", "--api-workers", "0"], child_env(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --api-workers 0: give 1 or more API server processes"]
+
+
+def test_api_workers_run_the_api_server_as_several_processes_on_one_port(tmp_path):
+    api_port = free_port()
+    env = child_env(tmp_path, CHATCHAT_API_SERVER__PORT=str(api_port))
+    log = tmp_path / "startup.log"
+    with launched(["--api", "--api-workers", "2"], env, log) as proc:
+        deadline = time.monotonic() + 240
+        while "is running" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
+            time.sleep(0.2)
+        assert "2 processes on one port" in log.read_text()
+        api = f"http://127.0.0.1:{api_port}"
+        assert all(httpx.get(f"{api}/health", timeout=30).status_code == 200 for _ in range(4))
+        workers = api_processes(proc)
+        assert len(workers) == 2 and len({w.ppid() for w in workers}) == 1  # one uvicorn parent holds the port
+        workers[0].kill()  # uvicorn's parent starts a process again in its place
+        while len(api_processes(proc)) < 2 or workers[0].pid in [w.pid for w in api_processes(proc)]:
+            assert time.monotonic() < deadline, log_tail(tmp_path / "logs" / "api.log")
+            time.sleep(0.2)
+        assert proc.poll() is None  # the launcher saw nothing to report
+        everything = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    gone, alive = psutil.wait_procs(everything, timeout=10)
+    assert not alive and port_free(api_port)
+
+
+def api_processes(launcher: subprocess.Popen) -> list[psutil.Process]:
+    """The API server's worker processes (multiprocessing children of uvicorn's parent)."""
+    found = []
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if "spawn_main" in " ".join(child.cmdline()) and child.is_running():
+                found.append(child)
+    return found

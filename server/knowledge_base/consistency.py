@@ -268,7 +268,8 @@ def _fix_store(store: VectorStore, state: _State) -> list[FileIngestion]:
             adopted.append(_adoption(state.kb.kb_name, source, store.get(ids)))
         else:
             store.delete(ids)
-    store.reindex_keywords([doc_id for doc_id in state.stale_keywords if doc_id in store.chunks])
+    still_stored = {chunk.doc_id for chunk in store.get(state.stale_keywords)}  # orphans may be gone by now
+    store.reindex_keywords([doc_id for doc_id in state.stale_keywords if doc_id in still_stored])
     return adopted
 
 

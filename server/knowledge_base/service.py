@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from filelock import FileLock
 from langchain_core.documents import Document
 
 from configs import get_settings
@@ -34,6 +33,7 @@ from server.knowledge_base.embeddings import EmbeddingBackend, check_embedding_m
 from server.knowledge_base.embeddings.background import BackgroundEmbedder
 from server.knowledge_base.ingest import ChunkingOptions, ParsedFile, ParseTask, parse_files
 from server.knowledge_base.ingest_cache import cache_location, open_cache
+from server.knowledge_base.locks import kb_write_lock
 from server.knowledge_base.model_guard import check_kb_model, record_kb_model
 from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores import (
@@ -240,9 +240,8 @@ def writing_to(kb: KnowledgeBaseRecord) -> Iterator[KnowledgeBaseRecord]:
     if kb.kb_name in held:
         yield kb
         return
-    lock_path = paths.kb_lock_path(kb.kb_name)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)):
+    # PostgreSQL metadata: an advisory lock on its server (all hosts); SQLite: a file lock (its one host).
+    with kb_write_lock(kb.kb_name):
         current = kb_repo.get_kb(kb.kb_name)
         if current is None or current.epoch != kb.epoch:
             raise KnowledgeBaseGone(kb.kb_name)
@@ -418,7 +417,6 @@ class _FileWriter:
         self.waiting_chunks = 0
         self.ready: list[tuple[ParsedFile, np.ndarray]] = []
         self.ready_chunks = 0
-        self.saved_size = 0  # chunks in the store at the last checkpoint
 
     # Parsed chunks that may wait for the embedder: when parsing outruns it (plain text on a CPU), the
     # parser waits too, so memory stays flat however many files there are.
@@ -439,9 +437,9 @@ class _FileWriter:
             self.ready_chunks += len(parsed.chunks)
             if self.progress:
                 self.progress("embedded_file", parsed)
-            # Each checkpoint rewrites the whole store, so the interval grows with it: the writes
-            # stay linear in its size, and a crash still loses at most a fifth of the work.
-            if self.ready_chunks >= max(get_settings().INGEST_CHECKPOINT_CHUNKS, self.saved_size // 4):
+            # A checkpoint's save writes only its change (FAISS commits the new rows to SQLite, remote
+            # stores commit on their server), so a constant interval keeps memory and lost work bounded.
+            if self.ready_chunks >= get_settings().INGEST_CHECKPOINT_CHUNKS:
                 self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -450,16 +448,15 @@ class _FileWriter:
             return
         ingestions = []
 
-        def replace_files(store: VectorStore) -> int:
+        def replace_files(store: VectorStore) -> None:
             for parsed, vectors in self.ready:
                 store.delete(store.ids_for_source(parsed.file_name))
                 chunks = [StoredChunk("", text, metadata) for text, metadata in parsed.chunks]
                 doc_ids = store.add(chunks, vectors)
                 ingestions.append(_ingestion(parsed, chunks, doc_ids))
-            return len(store)
 
         with writing_to(self.kb):
-            self.saved_size = _write_store(self.kb, self.embedder.backend, replace_files, save=not self.not_refresh)
+            _write_store(self.kb, self.embedder.backend, replace_files, save=not self.not_refresh)
             file_repo.record_ingestions(self.kb.kb_name, ingestions)
         self.report.files.extend(FileOutcome(parsed.file_name, len(parsed.chunks)) for parsed, _ in self.ready)
         self.ready, self.ready_chunks = [], 0

@@ -1,7 +1,8 @@
 """A full disk while an upload's vectors are saved, over HTTP: a clear 507, and no orphan chunks.
 
-The server process gets a sitecustomize hook (no root, no tiny tmpfs): while MARKER exists, os.fsync
-raises ENOSPC, so the vector store's save fails as on a full disk.
+The server process gets a sitecustomize hook (no root, no tiny tmpfs): while MARKER exists, the
+FAISS store's SQLite commit fails with SQLITE_FULL ("database or disk is full"), and os.fsync raises
+ENOSPC (the snapshot and CURRENT written after a commit), so the save fails as on a full disk.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tests.helpers.processes import REPO_ROOT
 HOOK_DIR = Path(tempfile.mkdtemp(prefix="chatkb_full_disk_"))
 MARKER = HOOK_DIR / "disk-is-full"
 (HOOK_DIR / "sitecustomize.py").write_text(
-    "import errno, os\n"
+    "import errno, os, sqlite3\n"
     "_marker = os.environ.get('CHATKB_TEST_DISK_FULL_MARKER')\n"
     "if _marker:\n"
     "    _real_fsync = os.fsync\n"
@@ -29,6 +30,17 @@ MARKER = HOOK_DIR / "disk-is-full"
     "            raise OSError(errno.ENOSPC, 'No space left on device')\n"
     "        return _real_fsync(fd)\n"
     "    os.fsync = _fsync\n"
+    "    class _FullDisk(sqlite3.Connection):\n"
+    "        def commit(self):\n"
+    "            if os.path.exists(_marker):\n"
+    "                raise sqlite3.OperationalError('database or disk is full')\n"
+    "            return super().commit()\n"
+    "    _real_connect = sqlite3.connect\n"
+    "    def _connect(database, *args, **kwargs):\n"
+    "        if str(database).endswith('store.sqlite'):  # the FAISS store's database only\n"
+    "            kwargs.setdefault('factory', _FullDisk)\n"
+    "        return _real_connect(database, *args, **kwargs)\n"
+    "    sqlite3.connect = _connect\n"
 )
 SERVER_ENV = {
     "PYTHONPATH": os.pathsep.join(filter(None, [str(HOOK_DIR), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
@@ -86,5 +98,5 @@ def test_a_full_disk_during_an_upload_answers_507_and_leaves_no_orphans(api_serv
     # The next successful save persists only what the database knows.
     assert upload(client, "cherry.txt", "Cherry trees need cold winters.").json()["code"] == 200
     saved = FaissStore.load(store_folder(api_server))
-    assert {chunk.metadata["source"] for chunk in saved.chunks.values()} == {"apple.txt", "cherry.txt"}
+    assert set(saved.sources()) == {"apple.txt", "cherry.txt"}
     assert sources_found(client, "zucchini summer gardens", "keyword") <= {"apple.txt", "cherry.txt"}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -125,12 +127,10 @@ def test_files_on_disk_that_the_database_does_not_know_are_ingested(any_kb):
 
 
 def test_a_stale_keyword_index_is_rebuilt_from_the_stored_texts(kb):
-    def scramble(store):
-        for doc_id in store.ids_for_source("a.md"):
-            store.keywords.add(store._int_ids[doc_id], ["unrelated", "terms"])
-
-    change_store(kb, scramble)
+    folder = paths.vector_store_path(KB, kb.embed_model)
     get_store_cache.cache_clear()  # what a later process loads from disk
+    with closing(sqlite3.connect(folder / "store.sqlite")) as db, db:  # the terms the FAISS store saved
+        db.execute("UPDATE chunks SET terms = '{\"unrelated\": 1, \"terms\": 1}' WHERE source = 'a.md'")
     assert kinds(consistency.check_kb(KB)) == {"keyword_index_stale": ""}
     assert "a.md" not in found("otters hold hands", mode="keyword")
     repair_and_expect_clean("keyword_index_stale")
@@ -163,9 +163,9 @@ def test_a_folder_the_database_lost_is_registered_and_its_vectors_adopted(kb):
 
 def test_an_unreadable_store_is_rebuilt_from_content(kb):
     folder = paths.vector_store_path(KB, kb.embed_model)
-    generation = (folder / "CURRENT").read_text().strip()
-    (folder / f"docs.{generation}.json").write_text("{broken", encoding="utf-8")
     get_store_cache.cache_clear()
+    for path in folder.glob("store.sqlite*"):
+        path.write_bytes(b"broken" * 1000)
     report = consistency.check_kb(KB)
     assert kinds(report) == {"store_unreadable": ""}
     assert "cannot be read" in report.problems[0].detail

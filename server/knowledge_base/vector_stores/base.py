@@ -5,7 +5,8 @@ keyword (BM25) index over the same chunks. Scores keep Chatchat's meaning in eve
 score = (1 - cosine) / 2, 0 identical, 1 opposite; a hit is kept when score <= score_threshold.
 
 Two kinds of store implement it:
-* local (FAISS): the whole store lives in memory and is saved to its folder as a generation;
+* local (FAISS): the FAISS and keyword indexes live in memory, the chunks in a SQLite database in the
+  store's folder; ``save`` commits the changes since the last one (see faiss_store);
 * remote (Milvus, PostgreSQL/pgvector): every change goes to the server; ``save`` makes the changes
   of one write block durable (PostgreSQL commits its transaction) and ``discard`` drops them.
 """
@@ -48,7 +49,7 @@ class StoreSettingsError(ValueError):
 
 
 class StoreSaveFailed(OSError):
-    """A save could not be written (disk full, no permission): the previous generation stays current.
+    """A save could not be written (disk full, no permission): the last commit stays the current state.
 
     Its text names the cause without server paths, so it can be shown to a client as it is."""
 
@@ -74,7 +75,7 @@ class VectorStore(ABC):
 
     dimension: int
     dirty: bool = False  # changed since the last save
-    generation: int = 0  # the saved generation this store was loaded from (local stores)
+    generation: int = 0  # the last commit (seq) this store has seen (local stores)
     remote: bool = False  # True: the data lives on a server, nothing to load or save as files
 
     # ---- reading -------------------------------------------------------------------
@@ -114,7 +115,7 @@ class VectorStore(ABC):
         """Every chunk with its vector, in batches (migration between stores)."""
 
     def sources(self) -> dict[str, list[str]]:
-        """Every source file's chunk ids (check/repair); FAISS answers from memory, others scan."""
+        """Every source file's chunk ids (check/repair); FAISS asks its SQLite database, others scan."""
         found: dict[str, list[str]] = {}
         for chunks, _vectors in self.export():
             for chunk in chunks:
@@ -149,10 +150,10 @@ class VectorStore(ABC):
     # ---- lifetime ------------------------------------------------------------------
     @abstractmethod
     def save(self, folder: Path) -> None:
-        """Make the changes so far durable (a new generation in ``folder``, or the server's commit)."""
+        """Make the changes so far durable (FAISS: a SQLite commit in ``folder``; servers: their commit)."""
 
     def refresh(self, writing: bool = False) -> None:
-        """Catch up with changes other processes made (remote stores); local stores reload instead."""
+        """Catch up with changes other processes made (FAISS: the rows they committed since this store's own)."""
         return None
 
     def discard(self) -> None:

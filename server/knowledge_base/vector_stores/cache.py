@@ -3,8 +3,11 @@
 * An LRU of at most ``capacity`` stores; a store with unsaved changes is saved when evicted.
 * One lock per store: readers and writers of one store take turns, other stores go on.
 * Writers also hold a file lock in the store's folder, and every access first checks the
-  generation on disk: a store saved by another process (init_database.py while the API
-  server runs) is reloaded before it is used, so neither process loses the other's work.
+  FAISS store's CURRENT file (a stat-sized read): when another process (init_database.py while
+  the API server runs) committed since, the store catches up from its SQLite database, reading
+  only the rows and tombstones newer than its own (``refresh``), so neither process loses the
+  other's work and nobody reloads a whole store for a small change. A store whose database file
+  was replaced (its knowledge base deleted and made again) is loaded afresh.
 * A failed load leaves no half-made entry behind: the next caller simply tries again.
 * A failed save (disk full) leaves in memory what is on disk: a writer's changes are dropped
   with the store, which the next use reloads, so chunks the database never recorded are neither
@@ -65,8 +68,16 @@ class StoreHandle:
             self.store.refresh(writing)
             return self.store
         on_disk = read_generation(self.folder)
-        if self.store is not None and (on_disk <= self.store.generation or self.store.dirty):
-            return self.store
+        store = self.store
+        if isinstance(store, FaissStore) and store.folder is not None:
+            if not store.replaced_on_disk():
+                if on_disk > store.generation and not store.dirty:
+                    store.refresh(writing)
+                return store
+        elif store is not None and (on_disk <= store.generation or store.dirty):
+            return store  # made in memory and not saved yet
+        if store is not None:
+            store.discard()  # its database file was deleted (perhaps made again), or another process saved first
         self.store = _load_or_new(self.folder, self.dimension, on_disk)
         return self.store
 
@@ -108,8 +119,8 @@ def _load_or_new(folder: Path, dimension: int, generation: int) -> FaissStore:
 
 
 def _save_rebuilt_keywords(folder: Path, store: FaissStore) -> None:
-    """A store saved before the keyword index existed got its terms on load; save them once, as a new
-    generation with the same chunks and vectors, so later loads need not tokenize everything again."""
+    """A store saved before the keyword index existed (or with another tokenizer) got its terms on load;
+    save them once, with the same chunks and vectors, so later loads need not tokenize everything again."""
     with FileLock(str(folder / LOCK_FILE)):
         if read_generation(folder) == store.generation:  # nobody saved a newer one meanwhile
             try:
@@ -221,7 +232,7 @@ class VectorStoreCache:
 
 
 def _drop_server_stores(handles: list[StoreHandle]) -> None:
-    """Close the connections of forgotten server stores; a forgotten FAISS store is simply let go."""
+    """Close the connections of forgotten stores (a FAISS store's SQLite database too: unsaved changes go,
+    and with them the database's write lock)."""
     for handle in handles:
-        if handle.vs_type != "faiss":
-            handle.drop_store()
+        handle.drop_store()

@@ -1,35 +1,53 @@
-"""A FAISS index with its documents, saved without pickle and replaced atomically.
+"""A FAISS store whose saves write only what changed, with chunk texts on disk, not in memory.
 
 On disk, in one folder per (knowledge base, embedding model):
-  index.<gen>.faiss   the FAISS index (inner product over unit vectors, int64 ids)
-  docs.<gen>.json     chunk text and metadata by doc id
-  keywords.<gen>.json the keyword index: each chunk's search terms with their counts
-  CURRENT             the generation to load, replaced last with os.replace()
+  store.sqlite        the truth (SQLite in WAL mode): every chunk's text, metadata, keyword terms (with
+                      their counts) and float32 vector, tagged with the ``seq`` of the save that wrote it;
+                      tombstones (``removed``) of chunks deleted since the last snapshot; ``meta``
+  index.<seq>.faiss   a snapshot of the FAISS index as it was after save ``seq`` (inner product over
+                      unit vectors, int64 ids); at most one is kept
+  CURRENT             the last committed seq: a cheap hint that lets other processes notice a change
 
-A crash or kill at any point of a save leaves CURRENT naming the previous complete
-generation. Nothing is unpickled, so a file a client managed to write cannot run code.
+Writing: add/delete change the FAISS index and the keyword index in memory at once, and their rows
+in an open SQLite transaction (reads through the same connection see them). ``save`` commits it and
+bumps ``seq``: the bytes written are those of the change, not of the store. Then it writes CURRENT.
+A crash or kill at any point leaves the last commit; a CURRENT that lags behind it only makes other
+processes notice the change later. ``discard`` rolls the transaction back.
 
-The keyword (BM25) index is kept in step by the same add and delete calls and saved in the same
-generation. A store saved before it existed (or by another tokenizer version) gets it on load,
-from the stored texts: nothing is embedded again.
+Loading: the FAISS index comes from the newest snapshot not newer than the commit, then replays
+what came after it (tombstones removed, newer rows added); without a usable snapshot it is built
+from the rows. A new snapshot is written (and tombstones it covers pruned) only when the replay has
+grown past max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_SHARE of the store), or when the index is IVF (whose
+training is costly) and no IVF snapshot exists: snapshot writes stay linear over a store's life.
+Another process's commits are caught up the same way (``refresh``), rows newer than ours.
 
-Scores: score = (1 - cosine) / 2, so 0 means identical and 1 opposite; a hit is kept
-when score <= score_threshold (the default threshold 1.0 keeps everything).
+Memory: the FAISS index and the keyword (BM25) postings, built at load from the stored terms (nothing
+is tokenized again unless the tokenizer changed). Texts, metadata and doc ids stay in SQLite and are
+read on demand. Nothing is unpickled, so a file a client managed to write cannot run code.
+
+Stores saved by earlier versions (docs.<gen>.json, index.<gen>.faiss, keywords.<gen>.json) are
+converted in place at their first load; their files go only after the new database is committed.
+
+Scores: score = (1 - cosine) / 2, so 0 means identical and 1 opposite; a hit is kept when
+score <= score_threshold (the default threshold 1.0 keeps everything).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
+import sqlite3
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
+from filelock import FileLock
 
 from server.knowledge_base.keyword_index import BM25Index, KeywordHit, tokenize
 from server.knowledge_base.vector_stores.base import (  # noqa: F401 (re-exported: older imports name this module)
@@ -43,216 +61,585 @@ from server.knowledge_base.vector_stores.base import (  # noqa: F401 (re-exporte
 )
 
 CURRENT_FILE = "CURRENT"
-# The files of one generation, <kind>.<gen>.<suffix>, by kind.
-GENERATION_FILES = {"docs": "json", "index": "faiss", "keywords": "json"}
-FORMAT_VERSION = 1
+DB_FILE = "store.sqlite"
+SNAPSHOT = re.compile(r"^index\.(\d+)\.faiss$")
+FORMAT_VERSION = 2
 # Bump when tokenize() changes, so stores saved with the old terms rebuild them on load.
 TOKENIZER_VERSION = 1
+# A snapshot is written once the changes replayed on top of the last one pass both of these.
+SNAPSHOT_MIN_CHANGES = 20_000
+SNAPSHOT_SHARE = 0.25
+BATCH = 900  # ids per "IN (...)" query, under SQLite's limit on parameters
+# The files of one generation in the layout before store.sqlite, by kind.
+OLD_GENERATION_FILES = {"docs": "json", "index": "faiss", "keywords": "json"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    int_id INTEGER PRIMARY KEY, doc_id TEXT UNIQUE NOT NULL, source TEXT, text TEXT NOT NULL,
+    metadata TEXT NOT NULL, terms TEXT, vector BLOB NOT NULL, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_by_source ON chunks (source, int_id);
+CREATE INDEX IF NOT EXISTS chunks_by_seq ON chunks (seq);
+CREATE TABLE IF NOT EXISTS removed (int_id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, terms TEXT);
+CREATE INDEX IF NOT EXISTS removed_by_seq ON removed (seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+"""
 
 logger = logging.getLogger(__name__)
 
 
 class FaissStore(VectorStore):
-    def __init__(self, dimension: int):
+    def __init__(self, dimension: int, _db: sqlite3.Connection | None = None, _folder: Path | None = None):
+        """An empty store in memory; ``load`` opens a saved one (the private arguments are its own)."""
         self.dimension = dimension
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
-        self.chunks: dict[str, StoredChunk] = {}
-        self._int_ids: dict[str, int] = {}
-        self._doc_ids: dict[int, str] = {}
-        # doc ids per source file, in insertion order: finding a file's chunks must not scan the
-        # whole store, or re-ingesting thousands of files would take time quadratic in the store size.
-        self._ids_by_source: dict[str, dict[str, None]] = {}
-        self.keywords = BM25Index()  # keyed by the same int ids as the FAISS index
-        self._next_id = 0
-        self.generation = 0
+        self.folder = _folder  # where store.sqlite lives; None: in memory until the first save
+        self._db = _db if _db is not None else _connect(":memory:")
+        self._db_file = _identity(_folder / DB_FILE) if _folder is not None else None
+        self.index = _flat_index(dimension)
+        self.keywords = BM25Index(keep_terms=False)  # keyed by the same int ids as the FAISS index
+        self.generation = 0  # the last seq this store has seen committed
         self.dirty = False
-        self.keywords_rebuilt = False  # loaded without a saved keyword index: the terms were made on load
+        self.keywords_rebuilt = False  # loaded with terms of another tokenizer: remade on load, saved next
+        self._next_id = 0
+        self._pending_seq = 1  # the seq the open transaction's rows get
+        self._snapshot_seq: int | None = None  # the snapshot the index in memory grew from (None: rows)
+        self._snapshot_ivf = False
+        self._since_snapshot = 0  # vectors added or removed since that snapshot
 
     # ---- reading -----------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.chunks)
+        return int(self.index.ntotal)
 
     def search(self, vector: np.ndarray, top_k: int, score_threshold: float = 1.0) -> list[ScoredChunk]:
-        if not self.chunks or top_k <= 0:
+        if not len(self) or top_k <= 0:
             return []
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         if isinstance(self.index, faiss.IndexIVF):
             self.index.nprobe = _ivf_settings()[1]
-        similarities, ids = self.index.search(query, min(top_k, len(self.chunks)))
-        hits = []
-        for similarity, int_id in zip(similarities[0], ids[0], strict=True):
-            doc_id = self._doc_ids.get(int(int_id))
-            if doc_id is None:
-                continue
-            score = similarity_to_score(float(similarity))
-            if score <= score_threshold:
-                hits.append(ScoredChunk(self.chunks[doc_id], score))
-        return hits
+        similarities, ids = self.index.search(query, min(top_k, len(self)))
+        kept = [
+            (int(int_id), similarity_to_score(float(similarity)))
+            for similarity, int_id in zip(similarities[0], ids[0], strict=True)
+            if int_id >= 0
+        ]
+        chunks = self._chunks_by_int_id([int_id for int_id, _ in kept])
+        return [
+            ScoredChunk(chunks[int_id], score)
+            for int_id, score in kept
+            if int_id in chunks and score <= score_threshold
+        ]
 
     def keyword_search(self, query_terms: list[str], top_k: int) -> list[tuple[StoredChunk, float]]:
         """The chunks with the best BM25 score for the query terms, best first."""
         hits: list[KeywordHit] = self.keywords.search(query_terms, top_k)
-        return [(self.chunks[self._doc_ids[hit.key]], hit.score) for hit in hits]
+        chunks = self._chunks_by_int_id([hit.key for hit in hits])
+        return [(chunks[hit.key], hit.score) for hit in hits if hit.key in chunks]
 
     def keyword_scores(self, query_terms: list[str], doc_ids: list[str]) -> list[float]:
-        return self.keywords.scores(query_terms, [self._int_ids[d] for d in doc_ids])
+        int_ids = self._int_ids(doc_ids)
+        return self.keywords.scores(query_terms, [int_ids.get(d, -1) for d in doc_ids])
 
     def similarities(self, vector: np.ndarray, doc_ids: list[str]) -> np.ndarray:
         """Cosine similarity of the query vector to each stored chunk (vectors are unit length)."""
         if not doc_ids:
             return np.zeros(0, dtype=np.float32)
-        int_ids = np.array([self._int_ids[d] for d in doc_ids], dtype=np.int64)
+        known = self._int_ids(doc_ids)
+        int_ids = np.array([known[d] for d in doc_ids], dtype=np.int64)
         return self.index.reconstruct_batch(int_ids) @ np.asarray(vector, dtype=np.float32).reshape(-1)
 
     def get(self, doc_ids: list[str]) -> list[StoredChunk]:
-        return [self.chunks[d] for d in doc_ids if d in self.chunks]
+        found: dict[str, StoredChunk] = {}
+        for batch in _batches(list(dict.fromkeys(doc_ids))):
+            rows = self._db.execute(
+                f"SELECT doc_id, text, metadata FROM chunks WHERE doc_id IN ({_marks(batch)})", batch
+            )
+            found.update((doc_id, StoredChunk(doc_id, text, json.loads(meta))) for doc_id, text, meta in rows)
+        return [found[d] for d in doc_ids if d in found]
 
     def texts_and_vectors(self, sources: set[str], limit: int | None = None) -> tuple[list[str], np.ndarray]:
         """The stored text and vector of the chunks whose source is one of ``sources`` (at most ``limit``)."""
-        doc_ids = [d for source in sources for d in self._ids_by_source.get(source, ())][:limit]
-        if not doc_ids:
+        texts, vectors = [], []
+        for source in sources:
+            left = -1 if limit is None else limit - len(texts)
+            if left == 0:
+                break
+            rows = self._db.execute(
+                "SELECT text, vector FROM chunks WHERE source IS ? ORDER BY int_id LIMIT ?", (source, left)
+            )
+            for text, vector in rows:
+                texts.append(text)
+                vectors.append(np.frombuffer(vector, dtype=np.float32))
+        if not texts:
             return [], np.zeros((0, self.dimension), dtype=np.float32)
-        int_ids = np.array([self._int_ids[d] for d in doc_ids], dtype=np.int64)
-        return [self.chunks[d].page_content for d in doc_ids], self.index.reconstruct_batch(int_ids)
+        return texts, np.stack(vectors)
 
     def ids_for_source(self, source: str) -> list[str]:
-        return list(self._ids_by_source.get(source, ()))
+        rows = self._db.execute("SELECT doc_id FROM chunks WHERE source IS ? ORDER BY int_id", (source,))
+        return [doc_id for (doc_id,) in rows]
 
     def export(self, batch_size: int = 1000) -> Iterator[tuple[list[StoredChunk], np.ndarray]]:
-        doc_ids = list(self.chunks)
-        for start in range(0, len(doc_ids), batch_size):
-            batch = doc_ids[start : start + batch_size]
-            int_ids = np.array([self._int_ids[d] for d in batch], dtype=np.int64)
-            yield [self.chunks[d] for d in batch], self.index.reconstruct_batch(int_ids)
+        last = -1
+        while True:
+            rows = self._db.execute(
+                "SELECT int_id, doc_id, text, metadata, vector FROM chunks WHERE int_id > ? ORDER BY int_id LIMIT ?",
+                (last, batch_size),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            chunks = [StoredChunk(doc_id, text, json.loads(meta)) for _, doc_id, text, meta, _ in rows]
+            yield chunks, np.stack([np.frombuffer(row[4], dtype=np.float32) for row in rows])
 
     def sources(self) -> dict[str, list[str]]:
         """Every source file's chunk ids, in insertion order."""
-        return {source: list(ids) for source, ids in self._ids_by_source.items()}
+        found: dict[str, list[str]] = {}
+        for source, doc_id in self._db.execute("SELECT source, doc_id FROM chunks ORDER BY int_id"):
+            found.setdefault(source, []).append(doc_id)
+        return found
 
     def stale_keyword_ids(self) -> list[str]:
-        """Chunks whose keyword-index terms are not what their text gives (a damaged or mismatched keyword file)."""
-        return [
-            doc_id
-            for doc_id, chunk in self.chunks.items()
-            if self.keywords.term_counts(self._int_ids[doc_id]) != Counter(tokenize(chunk.page_content))
-        ]
+        """Chunks whose stored keyword terms are not what their text gives (a damaged or mismatched store)."""
+        stale = []
+        for doc_id, text, terms in self._db.execute("SELECT doc_id, text, terms FROM chunks ORDER BY int_id"):
+            if _terms(terms) != Counter(tokenize(text)):
+                stale.append(doc_id)
+        return stale
 
     def reindex_keywords(self, doc_ids: list[str]) -> None:
-        """Make these chunks' keyword terms again from their stored text; the vectors stay as they are."""
-        for doc_id in doc_ids:
-            self.keywords.add(self._int_ids[doc_id], tokenize(self.chunks[doc_id].page_content))
-        self.dirty = self.dirty or bool(doc_ids)
+        """Make these chunks' keyword terms again from their stored text; the vectors stay as they are.
+        Each is stored again under a new int id, so other processes catch the change up like any other."""
+        for batch in _batches(doc_ids):
+            chunks = self.get(batch)
+            if chunks:
+                _, vectors = self._vectors_of([c.doc_id for c in chunks])
+                self.add(chunks, vectors)
+
+    def _chunks_by_int_id(self, int_ids: list[int]) -> dict[int, StoredChunk]:
+        found = {}
+        for batch in _batches(int_ids):
+            rows = self._db.execute(
+                f"SELECT int_id, doc_id, text, metadata FROM chunks WHERE int_id IN ({_marks(batch)})", batch
+            )
+            found.update((i, StoredChunk(doc_id, text, json.loads(meta))) for i, doc_id, text, meta in rows)
+        return found
+
+    def _int_ids(self, doc_ids: list[str]) -> dict[str, int]:
+        found = {}
+        for batch in _batches(list(dict.fromkeys(doc_ids))):
+            rows = self._db.execute(f"SELECT doc_id, int_id FROM chunks WHERE doc_id IN ({_marks(batch)})", batch)
+            found.update(rows)
+        return found
+
+    def _vectors_of(self, doc_ids: list[str]) -> tuple[list[str], np.ndarray]:
+        found = {}
+        for batch in _batches(doc_ids):
+            rows = self._db.execute(f"SELECT doc_id, vector FROM chunks WHERE doc_id IN ({_marks(batch)})", batch)
+            found.update((doc_id, np.frombuffer(vector, dtype=np.float32)) for doc_id, vector in rows)
+        ids = [d for d in doc_ids if d in found]
+        return ids, np.stack([found[d] for d in ids]) if ids else np.zeros((0, self.dimension), np.float32)
 
     # ---- writing -----------------------------------------------------------------
     def add(self, chunks: list[StoredChunk], vectors: np.ndarray) -> list[str]:
         vectors = unit_rows(vectors, len(chunks), self.dimension)
         for chunk in chunks:
             chunk.doc_id = chunk.doc_id or str(uuid.uuid4())
-            if chunk.doc_id in self.chunks:
-                self.delete([chunk.doc_id])
-        int_ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
+        if not chunks:
+            return []
+        terms = [dict(Counter(tokenize(chunk.page_content))) for chunk in chunks]  # before taking the write lock
+        with _sqlite_errors_as_save_failures():
+            self._begin()
+            self.delete([chunk.doc_id for chunk in chunks])
+            seq = self._pending_seq
+            int_ids = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
+            self._db.executemany(
+                "INSERT INTO chunks (int_id, doc_id, source, text, metadata, terms, vector, seq) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    (
+                        int(i),
+                        c.doc_id,
+                        _source(c.metadata),
+                        c.page_content,
+                        _json(c.metadata),
+                        _json(t),
+                        v.tobytes(),
+                        seq,
+                    )
+                    for i, c, t, v in zip(int_ids, chunks, terms, vectors, strict=True)
+                ),
+            )
         self._next_id += len(chunks)
-        if len(chunks):
-            self.index.add_with_ids(vectors, int_ids)
-        for chunk, int_id in zip(chunks, int_ids, strict=True):
-            self._remember(chunk, int(int_id))
+        self.index.add_with_ids(vectors, int_ids)
+        for int_id, counts in zip(int_ids, terms, strict=True):
+            self.keywords.add(int(int_id), counts)
+        self._since_snapshot += len(chunks)
         self.dirty = True
         if not isinstance(self.index, faiss.IndexIVF) and self.index.ntotal > _ivf_settings()[0]:
             self.index = _ivf_index_from(self.index)
         return [chunk.doc_id for chunk in chunks]
 
     def delete(self, doc_ids: list[str]) -> int:
-        present = [d for d in doc_ids if d in self.chunks]
-        if not present:
-            return 0
-        int_ids = np.array([self._int_ids.pop(d) for d in present], dtype=np.int64)
-        self.index.remove_ids(int_ids)
-        for doc_id, int_id in zip(present, int_ids, strict=True):
-            self._forget(doc_id, int(int_id))
+        removed = 0
+        for batch in _batches(list(dict.fromkeys(doc_ids))):
+            query = f"SELECT int_id, terms FROM chunks WHERE doc_id IN ({_marks(batch)})"
+            if not self._db.execute(query, batch).fetchone():
+                continue  # nothing to delete: no write transaction (it would hold SQLite's write lock)
+            with _sqlite_errors_as_save_failures():
+                self._begin()  # may catch up with another process first: select again
+                rows = self._db.execute(query, batch).fetchall()
+                int_ids = [int_id for int_id, _ in rows]
+                self._db.execute(f"DELETE FROM chunks WHERE int_id IN ({_marks(int_ids)})", int_ids)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO removed (int_id, seq, terms) VALUES (?, ?, ?)",
+                    ((int_id, self._pending_seq, terms) for int_id, terms in rows),
+                )
+            self._forget(rows)
+            removed += len(rows)
+        return removed
+
+    def _forget(self, rows: Iterable[tuple[int, str | None]]) -> None:
+        """Take these (int id, stored terms) out of the FAISS and keyword indexes in memory."""
+        rows = list(rows)
+        self.index.remove_ids(np.array([int_id for int_id, _ in rows], dtype=np.int64))
+        for int_id, terms in rows:
+            self.keywords.remove(int_id, _terms(terms))
+        self._since_snapshot += len(rows)
         self.dirty = True
-        return len(present)
-
-    def _remember(self, chunk: StoredChunk, int_id: int, terms: list[str] | dict[str, int] | None = None) -> None:
-        self.keywords.add(int_id, tokenize(chunk.page_content) if terms is None else terms)
-        self.chunks[chunk.doc_id] = chunk
-        self._int_ids[chunk.doc_id] = int_id
-        self._doc_ids[int_id] = chunk.doc_id
-        self._ids_by_source.setdefault(chunk.metadata.get("source"), {})[chunk.doc_id] = None
-
-    def _forget(self, doc_id: str, int_id: int) -> None:
-        source = self.chunks.pop(doc_id).metadata.get("source")
-        del self._doc_ids[int_id]
-        self.keywords.remove(int_id)
-        same_source = self._ids_by_source[source]
-        del same_source[doc_id]
-        if not same_source:
-            del self._ids_by_source[source]
 
     def clear(self) -> None:
-        self.delete(list(self.chunks))
+        with _sqlite_errors_as_save_failures():
+            self._begin()
+            self._db.execute(
+                "INSERT OR REPLACE INTO removed (int_id, seq, terms) SELECT int_id, ?, terms FROM chunks",
+                (self._pending_seq,),
+            )
+            self._db.execute("DELETE FROM chunks")
+        self._since_snapshot += len(self)
+        self.index = _flat_index(self.dimension)
+        self.keywords.clear()
+        self.dirty = True
+
+    def _begin(self) -> None:
+        """Open the write transaction if none is open, first catching up with commits made meanwhile."""
+        if self._db.in_transaction:
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # the write lock, now: nobody commits between us and our save
+        committed = _meta(self._db, "seq", 0)
+        if committed > self.generation:
+            self._catch_up(committed)
+        self._pending_seq = max(committed, self.generation) + 1
 
     # ---- disk --------------------------------------------------------------------
     def save(self, folder: Path) -> None:
-        """Write a new generation and make it current; on failure nothing of it stays on disk and
-        StoreSaveFailed is raised (the store in memory is unchanged and still dirty)."""
+        """Commit the changes since the last save as one new seq; on failure StoreSaveFailed is raised and
+        nothing of them is on disk (the store in memory is unchanged and still dirty)."""
         folder.mkdir(parents=True, exist_ok=True)
-        generation = max(self.generation, read_generation(folder)) + 1
+        if self.folder is None or Path(self.folder).resolve() != folder.resolve():
+            self._move_to(folder)
         try:
-            self._write_generation(folder, generation)
-        except OSError as exc:
-            if read_generation(folder) != generation:
-                _remove_generation(folder, generation)
-                raise StoreSaveFailed(exc) from exc
-            # CURRENT was replaced and only the folder's fsync failed: the new generation is what
-            # any reader loads now, so memory must say so too.
-            logger.warning("vector store in %s saved, but syncing its folder failed: %s", folder, exc)
-        self.generation = generation
+            with _sqlite_errors_as_save_failures():
+                self._begin()
+                self._set_meta(seq=self._pending_seq, next_id=self._next_id)
+                self._rewrite_stale_terms()
+                self._db.commit()
+        except StoreSaveFailed:
+            if not self.dirty:  # only this save's own writes were pending: do not hold the write lock
+                self._db.rollback()
+            raise
+        self.generation = self._pending_seq
         self.dirty = False
-        _remove_other_generations(folder, generation)
+        self.keywords_rebuilt = False
+        # Past the commit the save has happened: what follows only speeds up later loads and tells
+        # other processes, so a failure (disk full) is logged, not raised.
+        try:
+            if self._snapshot_due():
+                self._write_snapshot(folder)
+            _write_durably(folder / CURRENT_FILE, str(self.generation).encode())
+            _remove_leftovers(folder)  # only a writer (holding the folder's lock) removes temporary files
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("vector store in %s saved, but writing its snapshot or CURRENT failed: %s", folder, exc)
 
-    def _write_generation(self, folder: Path, generation: int) -> None:
-        docs = {
-            "format": FORMAT_VERSION,
-            "dimension": self.dimension,
-            "next_id": self._next_id,
-            "chunks": [
-                {"id": c.doc_id, "int_id": self._int_ids[c.doc_id], "text": c.page_content, "metadata": c.metadata}
-                for c in self.chunks.values()
-            ],
-        }
-        _write_durably(folder / f"docs.{generation}.json", json.dumps(docs, ensure_ascii=False).encode("utf-8"))
-        _write_durably(folder / f"index.{generation}.faiss", faiss.serialize_index(self.index).tobytes())
-        _write_durably(folder / f"keywords.{generation}.json", self._keywords_json())
-        _write_durably(folder / CURRENT_FILE, str(generation).encode())
+    def _set_meta(self, **values) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
+
+    def _rewrite_stale_terms(self) -> None:
+        """Store the terms remade on load (another tokenizer version), so later loads need not remake them."""
+        if _meta(self._db, "tokenizer", TOKENIZER_VERSION) == TOKENIZER_VERSION:
+            return
+        last = -1
+        while rows := self._db.execute(
+            "SELECT int_id, text FROM chunks WHERE int_id > ? ORDER BY int_id LIMIT 1000", (last,)
+        ).fetchall():
+            last = rows[-1][0]
+            self._db.executemany(
+                "UPDATE chunks SET terms = ? WHERE int_id = ?",
+                ((_json(dict(Counter(tokenize(text)))), int_id) for int_id, text in rows),
+            )
+        self._set_meta(tokenizer=TOKENIZER_VERSION)
+
+    def _move_to(self, folder: Path) -> None:
+        """The first save of a store made in memory (or saved elsewhere): its rows replace whatever the folder's
+        database holds, as one change (tombstones for the old rows, the new rows under the next seq)."""
+        target = _connect(str(folder / DB_FILE))
+        try:
+            with _sqlite_errors_as_save_failures():
+                target.execute("BEGIN IMMEDIATE")
+                seq = _meta(target, "seq", 0) + 1
+                target.execute(
+                    "INSERT OR REPLACE INTO removed (int_id, seq, terms) SELECT int_id, ?, terms FROM chunks", (seq,)
+                )
+                target.execute("DELETE FROM chunks")
+                columns = "int_id, doc_id, source, text, metadata, terms, vector"
+                rows = self._db.execute(f"SELECT {columns} FROM chunks ORDER BY int_id")
+                target.executemany(f"INSERT INTO chunks ({columns}, seq) VALUES (?,?,?,?,?,?,?,{seq})", rows)
+                next_id = max(self._next_id, _meta(target, "next_id", 0))
+                tokenizer = _meta(self._db, "tokenizer", TOKENIZER_VERSION)
+                target.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    {"format": FORMAT_VERSION, "dimension": self.dimension, "tokenizer": tokenizer}.items(),
+                )
+        except BaseException:
+            target.close()
+            raise
+        self._db.close()  # the rows were read through it, pending ones included: they live on in the target
+        self._db, self.folder = target, folder
+        self._db_file = _identity(folder / DB_FILE)
+        self._next_id, self.generation, self._pending_seq = next_id, seq - 1, seq
+        self._snapshot_seq, self._since_snapshot = None, len(self)
+
+    def _snapshot_due(self) -> bool:
+        if isinstance(self.index, faiss.IndexIVF) and not self._snapshot_ivf:
+            return True
+        return self._since_snapshot > max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_SHARE * len(self))
+
+    def _write_snapshot(self, folder: Path) -> None:
+        """The index as of the last commit; then the older snapshots and the tombstones it covers go."""
+        seq = self.generation
+        _write_durably(folder / f"index.{seq}.faiss", faiss.serialize_index(self.index).tobytes())
+        self._snapshot_seq, self._snapshot_ivf = seq, isinstance(self.index, faiss.IndexIVF)
+        self._since_snapshot = 0
+        with self._db:  # a transaction of its own: seq does not change
+            self._db.execute("DELETE FROM removed WHERE seq <= ?", (seq,))
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned', ?)", (seq,))
+        for old, path in _snapshots(folder):
+            if old != seq:
+                path.unlink(missing_ok=True)
+
+    def refresh(self, writing: bool = False) -> None:
+        """Catch up with what other processes committed since this store last looked (rows newer than ours)."""
+        if self.folder is None or self._db.in_transaction:
+            return
+        with _sqlite_errors_as_save_failures():
+            self._db.execute("BEGIN")  # one consistent view for all the reads
+            try:
+                committed = _meta(self._db, "seq", 0)
+                if committed > self.generation:
+                    self._catch_up(committed)
+            finally:
+                self._db.rollback()
+
+    def _catch_up(self, committed: int) -> None:
+        previous, self.generation = self.generation, committed
+        self._next_id = max(self._next_id, _meta(self._db, "next_id", 0))  # their ids are taken
+        if previous < _meta(self._db, "pruned", 0):  # the tombstones we need are gone: rebuild
+            self._build_memory()
+        else:
+            self._replay_after(previous)
+
+    def replaced_on_disk(self) -> bool:
+        """Whether the folder's store.sqlite is no longer the file this store has open (deleted, made again)."""
+        try:
+            stat = (self.folder / DB_FILE).stat()
+        except (OSError, TypeError):
+            return True
+        return (stat.st_dev, stat.st_ino) != self._db_file
+
+    def discard(self) -> None:
+        """Drop uncommitted changes and close the database; the store is not used afterwards."""
+        try:
+            if self._db.in_transaction:
+                self._db.rollback()
+            self._db.close()
+        except sqlite3.Error as exc:
+            logger.warning("could not close the vector store database in %s: %s", self.folder, exc)
 
     @classmethod
     def load(cls, folder: Path) -> FaissStore:
-        generation = read_generation(folder)
-        if generation == 0:
-            raise FileNotFoundError(f"no vector store saved in {folder}")
+        if not (folder / DB_FILE).exists():
+            if read_generation(folder) == 0:
+                raise FileNotFoundError(f"no vector store saved in {folder}")
+            _convert_old_layout(folder)
         try:
-            docs = json.loads((folder / f"docs.{generation}.json").read_text(encoding="utf-8"))
-            raw_index = np.frombuffer((folder / f"index.{generation}.faiss").read_bytes(), dtype=np.uint8)
-            index = faiss.deserialize_index(raw_index)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise StoreCorrupted(f"vector store in {folder} (generation {generation}) cannot be read: {exc}") from exc
-        store = cls(int(docs["dimension"]))
-        store.index = index
-        store._next_id = int(docs["next_id"])
-        saved_terms = _read_keywords(folder / f"keywords.{generation}.json")
-        for item in docs["chunks"]:
-            int_id = int(item["int_id"])
-            chunk = StoredChunk(item["id"], item["text"], item.get("metadata") or {})
-            store._remember(chunk, int_id, saved_terms.get(int_id))
-        store.keywords_rebuilt = bool(docs["chunks"]) and not saved_terms
-        if index.ntotal != len(store.chunks):
-            raise StoreCorrupted(f"vector store in {folder}: {index.ntotal} vectors but {len(store.chunks)} documents")
-        store.generation = generation
+            db = _connect(str(folder / DB_FILE), create=False)
+        except sqlite3.Error as exc:
+            raise StoreCorrupted(f"vector store in {folder} cannot be read: {exc}") from exc
+        try:
+            db.execute("BEGIN")
+            try:
+                seq = _meta(db, "seq", 0)
+                if seq:  # 0: made, but its first save never committed
+                    store = cls(int(_meta(db, "dimension", 0)), db, folder)
+                    store.generation, store._next_id = seq, _meta(db, "next_id", 0)
+                    store._build_memory()
+            finally:
+                db.rollback()
+        except (sqlite3.Error, ValueError, RuntimeError) as exc:
+            db.close()
+            raise StoreCorrupted(f"vector store in {folder} cannot be read: {exc}") from exc
+        if not seq:
+            db.close()
+            raise FileNotFoundError(f"no vector store saved in {folder}")
         return store
 
-    def _keywords_json(self) -> bytes:
-        terms = {str(self._int_ids[d]): self.keywords.term_counts(self._int_ids[d]) for d in self.chunks}
-        return json.dumps({"tokenizer": TOKENIZER_VERSION, "terms": terms}, ensure_ascii=False).encode("utf-8")
+    def _build_memory(self) -> None:
+        """The FAISS and keyword indexes of the committed rows: a snapshot plus what came after it, or all rows."""
+        self.keywords.clear()
+        self.keywords_rebuilt = _meta(self._db, "tokenizer", TOKENIZER_VERSION) != TOKENIZER_VERSION
+        snapshot = self._read_snapshot()
+        if snapshot is not None:
+            self._snapshot_seq, self.index = snapshot
+            self._snapshot_ivf = isinstance(self.index, faiss.IndexIVF)
+            self._since_snapshot = 0
+            self._replay_after(self._snapshot_seq, with_keywords=False)
+            self._load_keywords()
+            if self.index.ntotal == self._row_count():
+                return
+            logger.warning("vector store in %s: snapshot %s does not match the rows, rebuilt", self.folder, snapshot[0])
+            self.keywords.clear()
+        self._snapshot_seq, self._snapshot_ivf, self.index = None, False, _flat_index(self.dimension)
+        self._since_snapshot = 0
+        self._replay_after(-1)
+        self._since_snapshot = len(self)
+
+    def _read_snapshot(self) -> tuple[int, faiss.Index] | None:
+        """The newest readable snapshot between the last pruning and the committed seq, with its seq."""
+        if self.folder is None:
+            return None
+        pruned = _meta(self._db, "pruned", 0)
+        for seq, path in sorted(_snapshots(self.folder), reverse=True):
+            if not pruned <= seq <= self.generation:
+                continue
+            try:
+                index = faiss.deserialize_index(np.frombuffer(path.read_bytes(), dtype=np.uint8))
+            except (OSError, RuntimeError, ValueError) as exc:
+                logger.warning("vector store snapshot %s unreadable (%s): rebuilding from the rows", path, exc)
+                continue
+            if index.d == self.dimension:
+                return seq, index
+        return None
+
+    def _replay_after(self, seq: int, with_keywords: bool = True) -> None:
+        """Apply the tombstones and rows committed after ``seq`` to the indexes in memory."""
+        removed = self._db.execute("SELECT int_id, terms FROM removed WHERE seq > ?", (seq,)).fetchall()
+        if removed:
+            present = [(i, t) for i, t in removed if not with_keywords or i in self.keywords]
+            self.index.remove_ids(np.array([i for i, _ in removed], dtype=np.int64))
+            if with_keywords:
+                for int_id, terms in present:
+                    self.keywords.remove(int_id, _terms(terms))
+            self._since_snapshot += len(removed)
+        last = -1
+        text_column = self._text_column()
+        while rows := self._db.execute(
+            f"SELECT int_id, terms, {text_column}, vector FROM chunks WHERE seq > ? AND int_id > ? ORDER BY int_id LIMIT 5000",
+            (seq, last),
+        ).fetchall():
+            last = rows[-1][0]
+            ids = np.array([row[0] for row in rows], dtype=np.int64)
+            vectors = np.stack([np.frombuffer(row[3], dtype=np.float32) for row in rows])
+            self.index.add_with_ids(vectors, ids)
+            if with_keywords:
+                for int_id, terms, text, _ in rows:
+                    self.keywords.add(int_id, self._stored_or_new_terms(terms, text))
+            self._since_snapshot += len(rows)
+        if not isinstance(self.index, faiss.IndexIVF) and self.index.ntotal > _ivf_settings()[0]:
+            self.index = _ivf_index_from(self.index)
+
+    def _load_keywords(self) -> None:
+        last = -1
+        text_column = self._text_column()
+        while rows := self._db.execute(
+            f"SELECT int_id, terms, {text_column} FROM chunks WHERE int_id > ? ORDER BY int_id LIMIT 5000", (last,)
+        ).fetchall():
+            last = rows[-1][0]
+            for int_id, terms, text in rows:
+                self.keywords.add(int_id, self._stored_or_new_terms(terms, text))
+
+    def _text_column(self) -> str:
+        """The texts are read only when their terms must be made again (another tokenizer version)."""
+        return "text" if self.keywords_rebuilt else "NULL"
+
+    def _stored_or_new_terms(self, terms: str | None, text: str | None) -> dict[str, int]:
+        if self.keywords_rebuilt:
+            return dict(Counter(tokenize(text)))
+        return _terms(terms)
+
+    def _row_count(self) -> int:
+        return self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+
+def _connect(path: str, create: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode: the store opens (BEGIN) and ends its transactions itself."""
+    if not create and not Path(path).exists():
+        raise FileNotFoundError(path)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+    if path != ":memory:":
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when save() returns
+    db.executescript(SCHEMA)
+    return db
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _meta(db: sqlite3.Connection, key: str, default: int) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None or row[0] is None else int(row[0])
+
+
+def _json(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _terms(stored: str | None) -> dict[str, int]:
+    return json.loads(stored) if stored else {}
+
+
+def _source(metadata: dict):
+    source = metadata.get("source")
+    return source if source is None or isinstance(source, str | int | float) else str(source)
+
+
+def _marks(values: list) -> str:
+    return ",".join("?" * len(values))
+
+
+def _batches(values: list) -> Iterator[list]:
+    for start in range(0, len(values), BATCH):
+        yield values[start : start + BATCH]
+
+
+def _flat_index(dimension: int) -> faiss.IndexIDMap2:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension))
+
+
+class _sqlite_errors_as_save_failures:  # noqa: N801 (used as a context manager)
+    """SQLite's disk-full and I/O errors become StoreSaveFailed: the client gets the same clear answer as
+    for any failed save. The caller's transaction is left to the cache, which drops (rolls back) the store."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if isinstance(exc, sqlite3.OperationalError):
+            message = str(exc)
+            code = errno.ENOSPC if "full" in message else errno.EBUSY if "locked" in message else errno.EIO
+            raise StoreSaveFailed(OSError(code, os.strerror(code))) from exc
+        return False
 
 
 def _ivf_settings() -> tuple[int, int]:
@@ -279,24 +666,30 @@ def _ivf_index_from(flat: faiss.IndexIDMap2) -> faiss.IndexIVFFlat:
     return index
 
 
-def _read_keywords(path: Path) -> dict[int, dict[str, int]]:
-    """Saved search terms by int id; empty when missing or from another tokenizer (they are rebuilt)."""
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise StoreCorrupted(f"keyword index {path} cannot be read: {exc}") from exc
-    if saved.get("tokenizer") != TOKENIZER_VERSION:
-        return {}
-    return {int(key): counts for key, counts in saved["terms"].items()}
+def _snapshots(folder: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in folder.iterdir():
+        match = SNAPSHOT.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return found
 
 
 def read_generation(folder: Path) -> int:
-    """The generation CURRENT names, 0 when nothing was saved yet."""
+    """The last committed seq as CURRENT says (monotonic), 0 when nothing was saved yet."""
     try:
         return int((folder / CURRENT_FILE).read_text().strip() or 0)
     except (FileNotFoundError, ValueError):
+        pass
+    if not (folder / DB_FILE).exists():
+        return 0
+    try:  # committed, then killed before CURRENT was first written
+        db = sqlite3.connect(f"file:{folder / DB_FILE}?mode=ro", uri=True)
+        try:
+            return _meta(db, "seq", 0)
+        finally:
+            db.close()
+    except sqlite3.Error:
         return 0
 
 
@@ -311,28 +704,113 @@ def _write_durably(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)  # a failed write (disk full) must not leave its partial copy
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    directory = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
 
 
-def _remove_generation(folder: Path, generation: int) -> None:
-    """Remove what a failed save wrote of a generation that never became current."""
-    for kind, suffix in GENERATION_FILES.items():
-        try:
-            (folder / f"{kind}.{generation}.{suffix}").unlink(missing_ok=True)
-        except OSError as exc:
-            logger.warning("could not remove a failed save's file in %s: %s", folder, exc)
-
-
-def _remove_other_generations(folder: Path, keep: int) -> None:
+def _remove_leftovers(folder: Path) -> None:
+    """Temporary files of saves that were killed, and files of the old layout a conversion left behind."""
     for path in folder.iterdir():
         parts = path.name.split(".")
-        old_generation = (
-            len(parts) == 3 and parts[0] in GENERATION_FILES and parts[1].isdigit() and int(parts[1]) != keep
-        )
+        old_file = len(parts) == 3 and parts[0] in ("docs", "keywords") and parts[1].isdigit()
         leftover_temporary = path.name.startswith(".") and path.name.endswith(".tmp")
-        if old_generation or leftover_temporary:
-            path.unlink(missing_ok=True)
+        if old_file or leftover_temporary:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("could not remove %s: %s", path, exc)
+
+
+# ---- the layout before store.sqlite ---------------------------------------------------
+def _convert_old_layout(folder: Path) -> None:
+    """Turn docs/index/keywords.<gen> files into store.sqlite (seq gen + 1) and a snapshot; the old files go
+    only once the database is committed and in place. One process converts; the others wait for it."""
+    with FileLock(str(folder / ".convert.lock")):
+        if (folder / DB_FILE).exists():
+            return
+        generation = read_generation(folder)
+        docs, index, terms = _read_old_generation(folder, generation)
+        seq = generation + 1
+        temporary = folder / f".{DB_FILE}.{os.getpid()}.tmp"
+        temporary.unlink(missing_ok=True)
+        try:
+            _write_converted(temporary, docs, index, terms, seq)
+            os.replace(temporary, folder / DB_FILE)
+            _sync_folder(folder)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        try:
+            _write_durably(folder / f"index.{seq}.faiss", faiss.serialize_index(index).tobytes())
+            _write_durably(folder / CURRENT_FILE, str(seq).encode())
+        except OSError as exc:  # only shortcuts: the database is the store
+            logger.warning("converted vector store in %s, but writing its snapshot failed: %s", folder, exc)
+        for kind, suffix in OLD_GENERATION_FILES.items():
+            (folder / f"{kind}.{generation}.{suffix}").unlink(missing_ok=True)
+    logger.info("vector store in %s converted to %s (seq %d)", folder, DB_FILE, seq)
+
+
+def _read_old_generation(folder: Path, generation: int) -> tuple[dict, faiss.Index, dict[int, dict] | None]:
+    try:
+        docs = json.loads((folder / f"docs.{generation}.json").read_text(encoding="utf-8"))
+        raw_index = np.frombuffer((folder / f"index.{generation}.faiss").read_bytes(), dtype=np.uint8)
+        index = faiss.deserialize_index(raw_index)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise StoreCorrupted(f"vector store in {folder} (generation {generation}) cannot be read: {exc}") from exc
+    if index.ntotal != len(docs["chunks"]):
+        raise StoreCorrupted(f"vector store in {folder}: {index.ntotal} vectors but {len(docs['chunks'])} documents")
+    try:
+        saved = json.loads((folder / f"keywords.{generation}.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return docs, index, None
+    except (OSError, ValueError) as exc:
+        raise StoreCorrupted(f"keyword index of {folder} cannot be read: {exc}") from exc
+    if saved.get("tokenizer") != TOKENIZER_VERSION:
+        return docs, index, None
+    return docs, index, {int(key): counts for key, counts in saved["terms"].items()}
+
+
+def _write_converted(path: Path, docs: dict, index: faiss.Index, terms: dict[int, dict] | None, seq: int) -> None:
+    db = _connect(str(path))
+    try:
+        db.execute("BEGIN")
+        for start in range(0, len(docs["chunks"]), 1000):
+            items = docs["chunks"][start : start + 1000]
+            ids = np.array([int(item["int_id"]) for item in items], dtype=np.int64)
+            vectors = index.reconstruct_batch(ids) if len(ids) else []
+            db.executemany(
+                "INSERT INTO chunks (int_id, doc_id, source, text, metadata, terms, vector, seq) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    (
+                        int(item["int_id"]),
+                        item["id"],
+                        _source(item.get("metadata") or {}),
+                        item["text"],
+                        _json(item.get("metadata") or {}),
+                        _json(terms.get(int(item["int_id"]), {})) if terms is not None else None,
+                        np.asarray(vector, dtype=np.float32).tobytes(),
+                        seq,
+                    )
+                    for item, vector in zip(items, vectors, strict=True)
+                ),
+            )
+        meta = {
+            "format": FORMAT_VERSION,
+            "dimension": int(docs["dimension"]),
+            "next_id": int(docs["next_id"]),
+            "seq": seq,
+            "tokenizer": TOKENIZER_VERSION if terms is not None else 0,
+            "pruned": seq,
+        }
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file that is renamed
+    finally:
+        db.close()

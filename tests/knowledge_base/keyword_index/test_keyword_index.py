@@ -1,6 +1,8 @@
 """The tokenizer and the in-place BM25 index, on their own."""
 
 import math
+import random
+from collections import Counter
 
 import pytest
 
@@ -65,3 +67,73 @@ def test_removing_and_replacing_documents_keeps_postings_exact():
     assert index.keys() == {2} and len(index) == 1
     index.remove(2)
     assert index.search(["cherri"], 5) == [] and len(index) == 0
+
+
+def test_an_index_without_per_document_terms_scores_the_same_and_removes_exactly():
+    docs = {1: "apple banana", 2: "banana cherry banana", 3: "kiwi apple pie", 4: "grape", 5: "apple apple kiwi"}
+    full, lean = BM25Index(), BM25Index(keep_terms=False)
+    for key, text in docs.items():
+        full.add(key, tokenize(text))
+        lean.add(key, tokenize(text))
+    lean.remove(2, tokenize(docs[2]))  # the caller passes the terms it stored
+    lean.remove(4, ["not", "its", "terms"])  # wrong terms: found by a scan instead
+    lean.remove(99, ["appl"])  # unknown key: nothing happens
+    full.remove(2)
+    full.remove(4)
+    query = tokenize("apple kiwi banana grape")
+    assert lean.search(query, 10) == full.search(query, 10)
+    assert lean.scores(query, [1, 2, 3, 5, 99]) == full.scores(query, [1, 2, 3, 5, 99])
+    assert lean.keys() == full.keys() == {1, 3, 5} and lean.term_counts(5) == full.term_counts(5)
+    assert lean.search(["grape"], 5) == [] and lean.search(["cherri"], 5) == []
+    lean.add(1, tokenize("cherry"))  # the same key again replaces it, without its terms kept
+    assert [h.key for h in lean.search(["cherri"], 5)] == [1] and lean.search(["banana"], 5) == []
+
+
+def _reference_scores(docs: dict[int, list[str]], query: list[str]) -> dict[int, float]:
+    """BM25 computed from scratch over the live documents (the formula in bm25.py's docstring)."""
+    total = len(docs)
+    average = sum(len(terms) for terms in docs.values()) / total
+    frequency = Counter(term for terms in docs.values() for term in set(terms))
+    found = {}
+    for key, terms in docs.items():
+        counts = Counter(terms)
+        score = sum(
+            math.log(1 + (total - frequency[t] + 0.5) / (frequency[t] + 0.5))
+            * n
+            * counts[t]
+            * 2.2
+            / (counts[t] + 1.2 * (1 - 0.75 + 0.75 * len(terms) / average))
+            for t, n in Counter(query).items()
+            if t in counts
+        )
+        if score:
+            found[key] = score
+    return found
+
+
+@pytest.mark.parametrize("keep_terms", [True, False])
+def test_scores_stay_exact_through_compaction_and_renumbering(keep_terms):
+    """Thousands of adds, removals and replacements (most documents removed, so the packed postings are
+    filtered and the slots renumbered) leave an index that scores exactly as one built from scratch."""
+    rng = random.Random(7)
+    vocabulary = [f"w{i}" for i in range(60)]
+    index, live = BM25Index(keep_terms=keep_terms), {}
+    for key in range(3000):
+        live[key] = [rng.choice(vocabulary[: 5 + key % 55]) for _ in range(rng.randint(1, 12))]
+        index.add(key, live[key])
+    for key in rng.sample(sorted(live), 2400):
+        index.remove(key, None if keep_terms else live.pop(key))
+        live.pop(key, None)
+    for key in rng.sample(sorted(live), 200):  # replaced in place: a new slot for an old key
+        live[key] = [rng.choice(vocabulary) for _ in range(rng.randint(1, 12))]
+        index.add(key, live[key])
+    query = ["w1", "w7", "w7", "w42", "absent"]
+    expected = _reference_scores(live, query)
+    hits = index.search(query, 50)
+    best = sorted(expected.values(), reverse=True)[:50]
+    assert [hit.score for hit in hits] == pytest.approx(best)
+    assert all(expected[hit.key] == pytest.approx(hit.score) for hit in hits)
+    some = sorted(live)[:40] + [10**9]
+    assert index.scores(query, some) == pytest.approx([expected.get(k, 0.0) for k in some])
+    assert len(index) == len(live) and index.keys() == set(live)
+    assert index.term_counts(some[0]) == dict(Counter(live[some[0]]))

@@ -1,5 +1,8 @@
 """Search modes over a real knowledge base, with the default embedding model (English-only MiniLM)."""
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 from langchain_core.documents import Document
 
@@ -7,6 +10,7 @@ from configs import reload_settings
 from server.knowledge_base import paths, service
 from server.knowledge_base.search import SearchOptions
 from server.knowledge_base.vector_stores import get_store_cache
+from server.knowledge_base.vector_stores.faiss_store import TOKENIZER_VERSION
 
 PASSAGES = {
     "quantum.txt": "量子纠缠是量子力学中的一种现象，两个粒子无论相距多远，测量其中一个会立刻影响另一个的状态。",
@@ -112,10 +116,11 @@ def test_a_store_saved_without_a_keyword_index_gains_one_without_embedding_again
 
     kb = service.get_kb("zh")
     folder = paths.vector_store_path("zh", kb.embed_model)
-    for path in folder.glob("keywords.*.json"):
-        path.unlink()  # as a store saved before keyword search existed
-    generation = int((folder / "CURRENT").read_text())
     get_store_cache.cache_clear()
+    with closing(sqlite3.connect(folder / "store.sqlite")) as db, db:  # as saved by another tokenizer version
+        db.execute("UPDATE chunks SET terms = NULL")
+        db.execute("UPDATE meta SET value = 0 WHERE key = 'tokenizer'")
+    generation = int((folder / "CURRENT").read_text())
     backend = get_embeddings(kb.embed_model)
     embedded = []
     original = backend.embed
@@ -123,7 +128,9 @@ def test_a_store_saved_without_a_keyword_index_gains_one_without_embedding_again
     assert sources("大熊猫吃什么？", "keyword")[0] == "panda.txt"
     assert embedded == [1]  # the query only: no chunk was embedded again
     assert int((folder / "CURRENT").read_text()) == generation + 1  # the rebuilt terms were saved once
-    assert (folder / f"keywords.{generation + 1}.json").is_file()
+    with closing(sqlite3.connect(folder / "store.sqlite")) as db:
+        assert db.execute("SELECT count(*) FROM chunks WHERE terms IS NULL").fetchone() == (0,)
+        assert db.execute("SELECT value FROM meta WHERE key = 'tokenizer'").fetchone() == (TOKENIZER_VERSION,)
 
 
 def test_file_chat_temp_stores_search_by_keyword_too(kb_root):

@@ -1,7 +1,8 @@
 """Two API server processes on one knowledge-base root, with their chunks in PostgreSQL/pgvector and
 their metadata database in the same PostgreSQL:
-what one stores the other finds at once, concurrent uploads through both lose nothing, and a stopped
-PostgreSQL is a clear 503 that changes nothing. Milvus Lite through the API (one process)."""
+what one stores the other finds at once, concurrent uploads through both lose nothing, a file-chat upload
+through one is chatted with through the other, and a stopped PostgreSQL is a clear 503 that changes nothing.
+Milvus Lite through the API (one process)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import httpx
 import pytest
 
 from tests.api.helpers import upload
+from tests.chat.conftest import SCRIPTED_MODEL, parse_events, scripted_env
+from tests.chat.servers.openai_scripted import scripted_openai
 from tests.helpers.api_server import start_api_server
 
 FILES = {f"note{i}.txt": f"Note {i}: the secret word of file {i} is {w}.".encode() for i, w in enumerate(
@@ -34,8 +37,9 @@ def two_servers(pg_server, tmp_path_factory):
         "CHATCHAT_SQLALCHEMY_DATABASE_URI": uri.replace("postgresql://", "postgresql+psycopg://", 1),
     }
     with (
-        start_api_server(root, **env) as first,
-        start_api_server(root, **env) as second,
+        scripted_openai([SCRIPTED_MODEL]) as llm,  # file chat's model
+        start_api_server(root, **scripted_env(llm, **env)) as first,
+        start_api_server(root, **scripted_env(llm, **env)) as second,
         httpx.Client(base_url=first.url, timeout=120) as a,
         httpx.Client(base_url=second.url, timeout=120) as b,
     ):
@@ -102,6 +106,29 @@ def test_recreate_of_a_new_knowledge_base_creates_it_on_the_store_asked_for(two_
     assert a.post("/knowledge_base/recreate_vector_store", json=body).status_code == 200
     details = b.get("/knowledge_base/list_knowledge_base_details").json()["data"]
     assert next(d for d in details if d["kb_name"] == "fresh")["vs_type"] == "pg"
+
+
+def upload_temp(client: httpx.Client, name: str, text: bytes, prev_id: str | None = None) -> str:
+    files = [("files", (name, text, "text/plain"))]
+    answer = client.post("/knowledge_base/upload_temp_docs", files=files, data={"prev_id": prev_id} if prev_id else {})
+    assert answer.json()["code"] == 200 and not answer.json()["data"]["failed_files"], answer.text
+    return answer.json()["data"]["id"]
+
+
+def file_chat_sources(client: httpx.Client, temp_id: str, query: str) -> list[str]:
+    body = {"query": query, "knowledge_id": temp_id, "stream": False, "search_mode": "keyword", "top_k": 5}
+    answer = client.post("/chat/file_chat", json=body)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream"), answer.text
+    docs = parse_events(answer.text)[-1]["docs"]
+    return sorted(doc.split("[", 2)[2].split("]", 1)[0] for doc in docs)  # "出处 [1] [name] ..."
+
+
+def test_a_file_chat_upload_through_one_server_is_chatted_with_through_the_other(two_servers):
+    a, b = two_servers
+    temp_id = upload_temp(a, "ferry.txt", b"The island ferry departs every 40 minutes from pier 9.")
+    assert file_chat_sources(b, temp_id, "How often does the ferry leave?") == ["ferry.txt"]
+    assert upload_temp(b, "bakery.txt", b"The bakery sells rye bread on Saturdays.", temp_id) == temp_id
+    assert file_chat_sources(a, temp_id, "ferry pier bakery rye") == ["bakery.txt", "ferry.txt"]
 
 
 def test_a_stopped_postgresql_is_a_clear_503_and_changes_nothing(two_servers, pg_server_handle):

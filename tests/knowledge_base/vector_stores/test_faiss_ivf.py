@@ -1,5 +1,6 @@
 """A FAISS store past FAISS_IVF_THRESHOLD chunks switches to an IVF index that still deletes, reads
-vectors back, saves and loads, and finds what exact search finds."""
+vectors back, saves (a snapshot, so loads need not train it again) and loads, and finds what exact
+search finds."""
 
 from __future__ import annotations
 
@@ -61,3 +62,13 @@ def test_past_the_threshold_the_store_uses_ivf_and_keeps_working(small_threshold
     assert isinstance(loaded.index, faiss.IndexIVF) and len(loaded) == 2900
     assert loaded.search(vectors[5], 1)[0].chunk.doc_id == chunks[5].doc_id
     assert all(hit.chunk.metadata["source"] != "f3.txt" for hit in loaded.search(vectors[3], 20))
+    # IVF training is costly: the first save wrote a snapshot, later small saves replay on top of it.
+    assert sorted(p.name for p in tmp_path.glob("index.*.faiss")) == [f"index.{store.generation}.faiss"]
+    loaded.delete(loaded.ids_for_source("f4.txt"))
+    loaded.add(chunks[3:4], vectors[3:4])  # a deleted chunk back, under a new int id
+    loaded.save(tmp_path)
+    assert len(list(tmp_path.glob("index.*.faiss"))) == 1
+    again = FaissStore.load(tmp_path)
+    assert isinstance(again.index, faiss.IndexIVF) and len(again) == again.index.ntotal == 2801
+    assert again.search(vectors[3], 1)[0].chunk.doc_id == chunks[3].doc_id
+    assert all(hit.chunk.metadata["source"] != "f4.txt" for hit in again.search(vectors[4], 20))

@@ -1,14 +1,17 @@
 """A full disk during a save: memory stays what is on disk, no temporary files, a clear error.
 
-ENOSPC is simulated (no root, no small tmpfs): the Nth fsync, or the Nth file write, of a save fails.
-Each _write_durably makes two fsyncs (the file, then its folder after the rename) for docs, index,
-keywords and CURRENT in that order, so every point of a save is hit.
+ENOSPC is simulated (no root, no small tmpfs) in three ways: SQLite's own page limit (PRAGMA
+max_page_count) makes it fail with SQLITE_FULL as on a full disk; a wrapper around the store's SQLite
+connection fails its Nth call of a save (each statement and the commit are hit); and os.fsync or the
+Nth file write fails while the snapshot or CURRENT is written, after the commit: the save has happened
+then, so it stands (those files only speed up loads and tell other processes).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 
 import numpy as np
 import pytest
@@ -30,6 +33,40 @@ def unit(seed: int) -> np.ndarray:
 def add_file(store: FaissStore, source: str, words: list[str], seed: int) -> None:
     chunks = [StoredChunk("", f"{word} chunk", {"source": source}) for word in words]
     store.add(chunks, np.stack([unit(seed + i) for i in range(len(words))]))
+
+
+class FailingConnection:
+    """The store's SQLite connection, except that its nth call (1-based) and later ones find the disk full
+    (only calls of ``methods`` count and fail)."""
+
+    def __init__(
+        self, db: sqlite3.Connection, nth: int, methods: tuple[str, ...] = ("execute", "executemany", "commit")
+    ):
+        self.db, self.nth, self.calls, self.methods = db, nth, 0, methods
+
+    def _call(self, name: str, *args):
+        self.calls += name in self.methods
+        if name in self.methods and self.calls >= self.nth:
+            raise sqlite3.OperationalError("database or disk is full")
+        return getattr(self.db, name)(*args)
+
+    def execute(self, *args):
+        return self._call("execute", *args)
+
+    def executemany(self, *args):
+        return self._call("executemany", *args)
+
+    def commit(self):
+        return self._call("commit")
+
+    def __getattr__(self, name):  # rollback, close, in_transaction: as they are
+        return getattr(self.db, name)
+
+    def __enter__(self):
+        return self.db.__enter__()
+
+    def __exit__(self, *exc):
+        return self.db.__exit__(*exc)
 
 
 def fail_on_call(monkeypatch, module, name: str, nth: int) -> None:
@@ -78,21 +115,23 @@ def fail_write(monkeypatch, nth: int) -> None:
     monkeypatch.setattr(faiss_store, "open", half_writing_open, raising=False)
 
 
+def all_chunks(store: FaissStore) -> dict:
+    return {c.doc_id: c.page_content for chunks, _ in store.export() for c in chunks}
+
+
 def disk_state(folder) -> dict:
     store = FaissStore.load(folder)
-    return {c.doc_id: c.page_content for c in store.chunks.values()}
-
-
-def memory_state(store: FaissStore) -> dict:
-    return {c.doc_id: c.page_content for c in store.chunks.values()}
+    try:
+        return all_chunks(store)
+    finally:
+        store.discard()
 
 
 def leftovers(folder) -> list[str]:
-    generation = read_generation(folder)
+    """Files that are neither the store's nor its locks: temporary files, snapshots of failed saves."""
+    kept = {"CURRENT", ".lock", faiss_store.DB_FILE, f"{faiss_store.DB_FILE}-wal", f"{faiss_store.DB_FILE}-shm"}
     names = sorted(p.name for p in folder.iterdir())
-    return [
-        n for n in names if n.endswith(".tmp") or (n[0] != "." and n.split(".")[1:2] not in ([], [str(generation)]))
-    ]
+    return [n for n in names if n not in kept and not faiss_store.SNAPSHOT.match(n)]
 
 
 def found_by_keyword(store: FaissStore, word: str) -> list[str]:
@@ -110,66 +149,88 @@ def saved_cache(folder) -> VectorStoreCache:
     return cache
 
 
-FAILURES = [("fsync", n) for n in range(1, 8)] + [("write", n) for n in range(1, 5)]
+# A write block's SQLite calls, in order: BEGIN, the seq read, the delete's lookup, the insert (add), then
+# the save's meta write, the tokenizer read and the commit; "page limit" is SQLite's own SQLITE_FULL.
+FAILURES = [("sqlite", n) for n in range(1, 8)] + [("page limit", 0)]
 
 
 @pytest.mark.parametrize(("how", "nth"), FAILURES, ids=[f"{how}{nth}" for how, nth in FAILURES])
-def test_a_failed_save_leaves_memory_as_on_disk(tmp_path, monkeypatch, how, nth):
+def test_a_failed_save_leaves_memory_as_on_disk(tmp_path, how, nth):
     cache = saved_cache(tmp_path)
     before = disk_state(tmp_path)
     generation = read_generation(tmp_path)
-    with monkeypatch.context() as patch:
-        if how == "fsync":
-            fail_on_call(patch, os, "fsync", nth)
+    with pytest.raises(StoreSaveFailed) as failure, cache.write(KEY, tmp_path, DIM) as store:
+        if how == "sqlite":
+            store._db = FailingConnection(store._db, nth)
         else:
-            fail_write(patch, nth)
-        with pytest.raises(StoreSaveFailed) as failure, cache.write(KEY, tmp_path, DIM) as store:
-            add_file(store, "failed.txt", ["zucchini"], seed=50)
+            pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+            store._db.execute(f"PRAGMA max_page_count = {pages}")
+        add_file(store, "failed.txt", [f"zucchini {'long ' * 500}{i}" for i in range(20)], seed=50)
     assert str(failure.value) == "disk full while saving the vector store (No space left on device)"
     assert failure.value.errno == errno.ENOSPC and isinstance(failure.value, OSError)
     assert read_generation(tmp_path) == generation and disk_state(tmp_path) == before
     assert leftovers(tmp_path) == []
     with cache.read(KEY, tmp_path, DIM) as store:
-        assert memory_state(store) == before and not store.dirty
+        assert all_chunks(store) == before and not store.dirty
         assert found_by_keyword(store, "zucchini") == [] and found_by_vector(store, 50) == []
         assert found_by_keyword(store, "apple") == ["kept.txt"]
     # The next successful save persists only what it was given, not the failed upload's chunks.
     with cache.write(KEY, tmp_path, DIM) as store:
         add_file(store, "next.txt", ["cherry"], seed=70)
     saved = FaissStore.load(tmp_path)
-    assert sorted({c.metadata["source"] for c in saved.chunks.values()}) == ["kept.txt", "next.txt"]
+    assert sorted({c.metadata["source"] for c in saved.get(list(all_chunks(saved)))}) == ["kept.txt", "next.txt"]
     assert found_by_keyword(saved, "zucchini") == [] and found_by_keyword(saved, "cherry") == ["next.txt"]
     assert leftovers(tmp_path) == []
 
 
-def test_failing_only_the_folder_sync_after_current_keeps_the_saved_generation(tmp_path, monkeypatch):
-    """The 8th fsync comes after CURRENT was renamed: readers already load the new generation."""
+AFTER_COMMIT = [("fsync", n, snapshot) for n in (1, 2, 3) for snapshot in (False, True) if n < 3 or snapshot]
+AFTER_COMMIT += [("write", 1, False), ("write", 1, True), ("write", 2, True)]
+
+
+@pytest.mark.parametrize(
+    ("how", "nth", "snapshot"), AFTER_COMMIT, ids=[f"{h}{n}{'-snapshot' * s}" for h, n, s in AFTER_COMMIT]
+)
+def test_a_full_disk_after_the_commit_keeps_the_saved_state(tmp_path, monkeypatch, how, nth, snapshot):
+    """The snapshot (when one is due) and CURRENT come after the commit: the save stands, they are skipped."""
     cache = saved_cache(tmp_path)
+    generation = read_generation(tmp_path)
+    if snapshot:
+        monkeypatch.setattr(faiss_store, "SNAPSHOT_MIN_CHANGES", 0)
     with monkeypatch.context() as patch:
-        fail_on_call(patch, os, "fsync", 8)
+        if how == "fsync":
+            fail_on_call(patch, os, "fsync", nth)
+        else:
+            fail_write(patch, nth)
         with cache.write(KEY, tmp_path, DIM) as store:
             add_file(store, "late.txt", ["walnut"], seed=90)
+    assert read_generation(tmp_path) in (generation, generation + 1)  # CURRENT: only a hint, maybe late
     with cache.read(KEY, tmp_path, DIM) as store:
-        assert memory_state(store) == disk_state(tmp_path) and not store.dirty
-        assert found_by_keyword(store, "walnut") == ["late.txt"]
+        assert all_chunks(store) == disk_state(tmp_path) and not store.dirty
+        assert found_by_keyword(store, "walnut") == ["late.txt"] and len(store) == 3
+    assert found_by_keyword(FaissStore.load(tmp_path), "walnut") == ["late.txt"]
     assert leftovers(tmp_path) == []
+    with cache.write(KEY, tmp_path, DIM) as store:  # the next save writes CURRENT past the late one
+        add_file(store, "after.txt", ["pecan"], seed=95)
+    assert read_generation(tmp_path) == generation + 2 == FaissStore.load(tmp_path).generation
 
 
-def test_a_failed_save_of_an_evicted_store_keeps_its_changes_cached(tmp_path, monkeypatch):
+def test_a_failed_save_of_an_evicted_store_keeps_its_changes_cached(tmp_path):
     """Changes made with save=False are known to the database: a full disk at eviction must not lose them."""
     cache = VectorStoreCache(capacity=1)
     folder_a, folder_b = tmp_path / "a", tmp_path / "b"
+    with cache.write(("a", "m"), folder_a, DIM) as store:
+        add_file(store, "saved.txt", ["fig"], seed=1)
     with cache.write(("a", "m"), folder_a, DIM, save=False) as store:
         add_file(store, "unsaved.txt", ["plum"], seed=5)
-    with monkeypatch.context() as patch:
-        fail_on_call(patch, os, "fsync", 1)
-        with cache.read(("b", "m"), folder_b, DIM):  # evicts a, whose save fails: this read still works
-            pass
+        real, store._db = store._db, FailingConnection(store._db, 1)
+    with cache.read(("b", "m"), folder_b, DIM):  # evicts a, whose save fails: this read still works
+        pass
     cached = cache.keys()
     assert ("a", "m") in cached and not any(p.name.endswith(".tmp") for p in folder_a.iterdir())
+    store._db = real  # the disk has room again
     with cache.read(("a", "m"), folder_a, DIM) as store:
         assert found_by_keyword(store, "plum") == ["unsaved.txt"]
-    with cache.read(("b", "m"), folder_b, DIM):  # the disk has room again: eviction saves it
+    with cache.read(("b", "m"), folder_b, DIM):  # eviction saves it now
         pass
     assert found_by_keyword(FaissStore.load(folder_a), "plum") == ["unsaved.txt"]
 
@@ -178,13 +239,21 @@ def test_a_failed_save_of_rebuilt_keywords_does_not_fail_the_read(tmp_path, monk
     store = FaissStore(DIM)
     add_file(store, "old.txt", ["fig"], seed=3)
     store.save(tmp_path)
-    (tmp_path / f"keywords.{store.generation}.json").unlink()  # as saved before the keyword index existed
+    store._db.execute("UPDATE meta SET value = 0 WHERE key = 'tokenizer'")  # saved by another tokenizer
+    store.discard()
+    real_connect = faiss_store._connect
+    failing = lambda *args, **kw: FailingConnection(real_connect(*args, **kw), 1, ("commit",))  # noqa: E731
+    monkeypatch.setattr(faiss_store, "_connect", failing)
     cache = VectorStoreCache(capacity=1)
-    with monkeypatch.context() as patch:
-        fail_on_call(patch, os, "fsync", 1)
-        with cache.read(KEY, tmp_path, DIM) as loaded:
-            assert found_by_keyword(loaded, "fig") == ["old.txt"]
+    with cache.read(KEY, tmp_path, DIM) as loaded:
+        assert found_by_keyword(loaded, "fig") == ["old.txt"]
+    monkeypatch.undo()
     assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+    assert FaissStore.load(tmp_path).keywords_rebuilt  # not saved: the next load makes them again
+    # and the failed save did not keep SQLite's write lock: another writer gets through
+    other = FaissStore.load(tmp_path)
+    add_file(other, "new.txt", ["kiwi"], seed=9)
+    other.save(tmp_path)
 
 
 def test_the_api_answers_a_failed_save_with_a_disk_full_envelope():
