@@ -77,6 +77,33 @@ def test_background_embedder_embeds_each_distinct_text_once_and_reports_every_ch
     np.testing.assert_allclose(second[2], backend.embed(["q: rain"])[0], atol=1e-5)
 
 
+def test_the_embedders_memory_is_bounded_and_forgets_its_oldest_vectors_first(backend, monkeypatch):
+    # Room for 3 vectors: a corpus of any size keeps at most that many in memory.
+    monkeypatch.setattr(BackgroundEmbedder, "MAX_REMEMBERED_BYTES", 3 * 4 * backend.dimension)
+    counting = CountingBackend(backend)
+    texts = [f"clause {i} of the warehouse contract" for i in range(5)]
+    with BackgroundEmbedder(lambda: counting) as embedder:
+        first = embedder.submit(texts).result()
+        assert len(embedder.memory) == 3 and counting.texts_embedded == 5
+        recent = embedder.submit(texts[2:]).result()  # the last three: answered from memory
+        assert counting.texts_embedded == 5 and embedder.reused == 3
+        oldest = embedder.submit(texts[:1]).result()  # forgotten: embedded again
+        assert counting.texts_embedded == 6 and len(embedder.memory) == 3
+    np.testing.assert_array_equal(recent, first[2:])
+    np.testing.assert_allclose(oldest, first[:1], atol=1e-5)
+
+
+def test_a_repeat_inside_one_submission_is_embedded_once_and_fills_every_row(backend):
+    counting = CountingBackend(backend)
+    texts = ["the same footer", "a body", "the same footer", "the same footer"]
+    with BackgroundEmbedder(lambda: counting) as embedder:
+        vectors = embedder.submit(texts).result()
+    assert counting.texts_embedded == 2 and embedder.reused == 2
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_array_equal(vectors[0], vectors[3])
+    np.testing.assert_allclose(vectors[1], backend.embed(["a body"])[0], atol=1e-5)
+
+
 def test_background_embedder_passes_on_a_failing_model_load():
     def broken_load():
         raise OSError("model file truncated")
