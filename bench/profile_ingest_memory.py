@@ -66,9 +66,10 @@ def main() -> None:
     if args.run:
         print("RESULT " + json.dumps(profile_one(args.run, args)), flush=True)
         return
-    results = [run_child(n, args) for n in sorted(set(args.files))]
-    for result in results:
-        print_run(result, args.top)
+    results = []
+    for files in sorted(set(args.files)):
+        results.append(run_child(files, args))
+        print_run(results[-1], args.top)
     if len(results) > 1:
         print_growth(results[0], results[-1], args.top)
 
@@ -107,6 +108,7 @@ def print_run(result: dict, top: int) -> None:
         print("live allocations by component (tracemalloc):")
         for name, size in sorted(result["components"].items(), key=lambda kv: -kv[1]):
             print(f"  {name:32} {_mib(size)}")
+    sys.stdout.flush()
 
 
 def print_growth(small: dict, large: dict, top: int) -> None:
