@@ -85,7 +85,10 @@ def run_child(files: int, args) -> dict:
     if args.malloc_arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
     print(f"== {files} files ({args.embedder} embedder) ...", file=sys.stderr, flush=True)
-    output = subprocess.run(command, check=True, env=env, capture_output=True, text=True).stdout
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"the run of {files} files failed:\n{done.stderr[-3000:]}")
+    output = done.stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
 
@@ -231,7 +234,9 @@ def _profile_in(root: Path, files: int, args) -> dict:
     def measure_then_close(embedder):
         # The end of ingest_files' work: last checkpoint done, the embedder's memory still alive.
         result["rss_end"] = sampler.process.memory_info().rss
-        result["structures"]["embedder remembered vectors"] = deep_size(embedder._vectors)
+        result["structures"]["embedder remembered vectors"] = deep_size(
+            getattr(embedder, "_memory", None) or getattr(embedder, "_vectors", None)
+        )
         result["structures"]["SQLAlchemy identity maps alive"] = sqlalchemy_identity_bytes()
         if tracemalloc.is_tracing():
             result.update(traced(tracemalloc.take_snapshot()))
@@ -291,7 +296,12 @@ def sqlalchemy_identity_bytes() -> int:
     """ORM objects still held by open sessions (a leak if ingestion left any)."""
     from sqlalchemy.orm import Session
 
-    return sum(deep_size(list(obj.identity_map.values())) for obj in gc.get_objects() if isinstance(obj, Session))
+    import warnings
+
+    with warnings.catch_warnings():  # isinstance() on some of torch's lazy objects warns
+        warnings.simplefilter("ignore")
+        sessions = [obj for obj in gc.get_objects() if isinstance(obj, Session)]
+    return sum(deep_size(list(session.identity_map.values())) for session in sessions)
 
 
 def deep_size(root, skip_native: bool = False) -> int:
