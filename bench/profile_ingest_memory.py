@@ -294,9 +294,9 @@ def store_sizes(service) -> dict[str, int]:
 
 def sqlalchemy_identity_bytes() -> int:
     """ORM objects still held by open sessions (a leak if ingestion left any)."""
-    from sqlalchemy.orm import Session
-
     import warnings
+
+    from sqlalchemy.orm import Session
 
     with warnings.catch_warnings():  # isinstance() on some of torch's lazy objects warns
         warnings.simplefilter("ignore")
