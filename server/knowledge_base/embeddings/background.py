@@ -61,7 +61,8 @@ class RecentVectors:
         vectors = np.asarray(vectors, dtype=np.float32)
         start = max(0, len(texts) - self.capacity)  # of a batch larger than the memory, its newest rows
         for text, vector in zip(texts[start:], vectors[start:], strict=True):
-            self._rows[self._slot_for(_digest(text))] = vector
+            slot = self._slot_for(_digest(text))  # first: it may grow self._rows
+            self._rows[slot] = vector
 
     def _slot_for(self, key: bytes) -> int:
         slot = self._slots.get(key)
