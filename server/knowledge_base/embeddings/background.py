@@ -101,7 +101,7 @@ class BackgroundEmbedder:
     # in count and bytes so memory does not grow with the corpus. Older repeats still come from the ingest
     # cache, without the model.
     MAX_REMEMBERED = 50_000
-    MAX_REMEMBERED_BYTES = 32 * 2**20
+    MAX_REMEMBERED_BYTES = 16 * 2**20  # 10,922 vectors of 384 dimensions, 4,096 of 1,024
 
     @classmethod
     def capacity(cls, dimension: int) -> int:
