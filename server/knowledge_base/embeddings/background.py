@@ -7,8 +7,10 @@ fully; on a small CPU they compete for the same cores, and the gain is mostly th
 (measured on 2 cores: parsing the OCR-heavy files last, to overlap more, made the whole run slower).
 
 Real folders also repeat themselves: the same table exported as .csv and .xlsx, boilerplate headers
-and footers, re-uploaded copies. A chunk whose text was already embedded in this run reuses that
+and footers, re-uploaded copies. A chunk whose text was embedded recently in this run reuses that
 vector (the model is deterministic); on Chatchat's own sample corpus that skips a quarter of the work.
+That memory is one array of a fixed number of rows (16 MiB), keyed by text digests, so it does not
+grow with the corpus (it used to hold up to 50,000 texts and vector objects: ~100 MB).
 Re-ingesting an edited file likewise reuses the stored vectors of its unchanged chunks. Across runs and
 processes, the ingest cache (ingest_cache/vectors.py) answers texts embedded before with the same model.
 """
