@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from server.db.engine import session_scope
@@ -112,26 +112,13 @@ def _replace_file(session: Session, kb_name: str, item: FileIngestion) -> None:
     session.execute(
         delete(FileDocModel).where(FileDocModel.kb_name == kb_name, FileDocModel.file_name == item.file_name)
     )
-    _insert_chunk_rows(session, kb_name, item)
+    session.add_all(
+        FileDocModel(kb_name=kb_name, file_name=item.file_name, doc_id=chunk.doc_id, meta_data=chunk.metadata)
+        for chunk in item.chunks
+    )
     session.execute(
         delete(FileErrorModel).where(FileErrorModel.kb_name == kb_name, FileErrorModel.file_name == item.file_name)
     )
-
-
-# Chunk rows per INSERT: enough to amortise the round trip, few enough to keep the statement's memory small.
-CHUNK_ROWS_PER_INSERT = 1000
-
-
-def _insert_chunk_rows(session: Session, kb_name: str, item: FileIngestion) -> None:
-    """One row per chunk, as a bulk INSERT: no ORM object per chunk stays in the session until the commit
-    (a checkpoint writes tens of thousands of them)."""
-    chunks = item.chunks
-    for start in range(0, len(chunks), CHUNK_ROWS_PER_INSERT):
-        rows = [
-            {"kb_name": kb_name, "file_name": item.file_name, "doc_id": chunk.doc_id, "meta_data": chunk.metadata}
-            for chunk in chunks[start : start + CHUNK_ROWS_PER_INSERT]
-        ]
-        session.execute(insert(FileDocModel), rows)
 
 
 def delete_files(kb_name: str, file_names: list[str]) -> None:
