@@ -191,8 +191,9 @@ def parse_files(tasks: list[ParseTask], workers: int = 0, timeout: float | None 
     with ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker
     ) as pool:
-        futures = [pool.submit(parse_file, task) for task in ordered]
-        for future in as_completed(futures):
+        # as_completed lets go of each future it yields; a list of them kept here would hold every
+        # parsed file's chunks until the last one is done.
+        for future in as_completed([pool.submit(parse_file, task) for task in ordered]):
             yield future.result()
 
 

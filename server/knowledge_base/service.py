@@ -484,7 +484,7 @@ def _previous_vectors(kb: KnowledgeBaseRecord, file_names: list[str]):
 
     def read(backend: EmbeddingBackend) -> tuple[list[str], np.ndarray]:
         # Bounded like the embedder's memory, so re-ingesting a huge knowledge base stays in RAM.
-        limit = BackgroundEmbedder.MAX_REMEMBERED
+        limit = BackgroundEmbedder.capacity(backend.dimension)
         return _read_store(kb, backend, lambda store: store.texts_and_vectors(stored, limit))
 
     return read

@@ -77,6 +77,50 @@ def test_background_embedder_embeds_each_distinct_text_once_and_reports_every_ch
     np.testing.assert_allclose(second[2], backend.embed(["q: rain"])[0], atol=1e-5)
 
 
+def test_the_embedders_memory_is_bounded_and_forgets_its_oldest_vectors_first(backend, monkeypatch):
+    # Room for 3 vectors: a corpus of any size keeps at most that many in memory.
+    monkeypatch.setattr(BackgroundEmbedder, "MAX_REMEMBERED_BYTES", 3 * 4 * backend.dimension)
+    counting = CountingBackend(backend)
+    texts = [f"clause {i} of the warehouse contract" for i in range(5)]
+    with BackgroundEmbedder(lambda: counting) as embedder:
+        first = embedder.submit(texts).result()
+        assert len(embedder.memory) == 3 and counting.texts_embedded == 5
+        recent = embedder.submit(texts[2:]).result()  # the last three: answered from memory
+        assert counting.texts_embedded == 5 and embedder.reused == 3
+        oldest = embedder.submit(texts[:1]).result()  # forgotten: embedded again
+        assert counting.texts_embedded == 6 and len(embedder.memory) == 3
+    np.testing.assert_array_equal(recent, first[2:])
+    np.testing.assert_allclose(oldest, first[:1], atol=1e-5)
+
+
+def test_recent_vectors_grow_as_used_then_overwrite_the_oldest():
+    from server.knowledge_base.embeddings.background import RecentVectors
+
+    memory = RecentVectors(capacity=2500, dimension=4)
+    texts = [f"chunk {i}" for i in range(3000)]
+    vectors = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
+    for start in range(0, 3000, 700):  # batches that cross the array's growth steps
+        memory.add(texts[start : start + 700], vectors[start : start + 700])
+    assert len(memory) == 2500
+    assert memory.get("chunk 0") is None and memory.get("chunk 499") is None  # the oldest 500 went
+    for i in (500, 1023, 1024, 2047, 2048, 2999):
+        np.testing.assert_array_equal(memory.get(f"chunk {i}"), vectors[i])
+    memory.add(["chunk 2999"], np.ones((1, 4), dtype=np.float32))  # a known text keeps its row
+    assert len(memory) == 2500 and memory.get("chunk 500") is not None
+    np.testing.assert_array_equal(memory.get("chunk 2999"), np.ones(4))
+
+
+def test_a_repeat_inside_one_submission_is_embedded_once_and_fills_every_row(backend):
+    counting = CountingBackend(backend)
+    texts = ["the same footer", "a body", "the same footer", "the same footer"]
+    with BackgroundEmbedder(lambda: counting) as embedder:
+        vectors = embedder.submit(texts).result()
+    assert counting.texts_embedded == 2 and embedder.reused == 2
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_array_equal(vectors[0], vectors[3])
+    np.testing.assert_allclose(vectors[1], backend.embed(["a body"])[0], atol=1e-5)
+
+
 def test_background_embedder_passes_on_a_failing_model_load():
     def broken_load():
         raise OSError("model file truncated")
