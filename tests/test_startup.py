@@ -105,12 +105,18 @@ def launched(args: list[str], env: dict[str, str], log: Path):
             proc.wait()
 
 
-def wait_until_up(proc: subprocess.Popen, gateway_port: int, log: Path, timeout: float = 120) -> list[psutil.Process]:
+def wait_for_running(proc: subprocess.Popen, log: Path, timeout: float) -> float:
+    """Wait for startup.py's "is running" line; returns the deadline, for what the test waits on next."""
     deadline = time.monotonic() + timeout
     while "is running" not in log.read_text():
         assert proc.poll() is None, log_tail(log)
         assert time.monotonic() < deadline, log_tail(log)
         time.sleep(0.2)
+    return deadline
+
+
+def wait_until_up(proc: subprocess.Popen, gateway_port: int, log: Path, timeout: float = 120) -> list[psutil.Process]:
+    wait_for_running(proc, log, timeout)
     assert httpx.get(f"http://127.0.0.1:{gateway_port}/health").status_code == 200
     children = psutil.Process(proc.pid).children(recursive=True)
     assert len(children) >= 2
@@ -231,10 +237,7 @@ def test_folder_sync_starts_with_the_api_server_when_settings_ask(tmp_path):
     content = tmp_path / "knowledge_base" / "notes" / "content"
     log = tmp_path / "startup.log"
     with launched(["--api"], env, log) as proc:
-        deadline = time.monotonic() + 180
-        while "is running" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
-            time.sleep(0.2)
+        deadline = wait_for_running(proc, log, 180)
         assert "folder sync: notes <- its content/" in log.read_text()
         api = f"http://127.0.0.1:{api_port}"
         content.mkdir(parents=True, exist_ok=True)  # the knowledge base need not exist: folder sync creates it
@@ -258,10 +261,7 @@ def test_api_workers_run_the_api_server_as_several_processes_on_one_port(tmp_pat
     env = child_env(tmp_path, CHATCHAT_API_SERVER__PORT=str(api_port))
     log = tmp_path / "startup.log"
     with launched(["--api", "--api-workers", "2"], env, log) as proc:
-        deadline = time.monotonic() + 240
-        while "is running" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log_tail(log)
-            time.sleep(0.2)
+        deadline = wait_for_running(proc, log, 240)
         assert "2 processes on one port" in log.read_text()
         api = f"http://127.0.0.1:{api_port}"
         assert all(httpx.get(f"{api}/health", timeout=30).status_code == 200 for _ in range(4))

@@ -134,3 +134,13 @@ def list_kb_folders() -> list[str]:
             continue
         names.append(path.name)
     return names
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a file, None when it is missing: tells a file replaced under the same name
+    (deleted and made again) from the one a process opened."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino

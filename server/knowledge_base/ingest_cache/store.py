@@ -22,6 +22,8 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from server.knowledge_base.paths import file_identity
+
 logger = logging.getLogger(__name__)
 
 # SQLite's default limit on bound parameters is 32766; stay well below it.
@@ -177,7 +179,7 @@ class IngestCache:
 
     def _open(self) -> sqlite3.Connection | None:
         """The connection, reopened when the file was deleted or replaced; None when it cannot be had."""
-        if self._connection is not None and self._identity == _identity(self.path):
+        if self._connection is not None and self._identity == file_identity(self.path):
             return self._connection
         self._close()
         try:
@@ -195,7 +197,7 @@ class IngestCache:
         except OSError as exc:
             logger.warning("ingest cache unavailable at %s: %s", self.path, exc)
             return None
-        self._connection, self._identity = connection, _identity(self.path)
+        self._connection, self._identity = connection, file_identity(self.path)
         return connection
 
     def _on_error(self, exc: sqlite3.DatabaseError) -> None:
@@ -211,9 +213,3 @@ class IngestCache:
             except OSError:
                 pass
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino

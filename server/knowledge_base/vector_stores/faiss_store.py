@@ -49,6 +49,7 @@ import faiss
 import numpy as np
 from filelock import FileLock
 
+from server.knowledge_base.paths import file_identity
 from server.knowledge_base.keyword_index import BM25Index, KeywordHit, tokenize
 from server.knowledge_base.vector_stores.base import (  # noqa: F401 (re-exported: older imports name this module)
     ScoredChunk,
@@ -93,7 +94,7 @@ class FaissStore(VectorStore):
         self.dimension = dimension
         self.folder = _folder  # where store.sqlite lives; None: in memory until the first save
         self._db = _db if _db is not None else _connect(":memory:")
-        self._db_file = _identity(_folder / DB_FILE) if _folder is not None else None
+        self._db_file = file_identity(_folder / DB_FILE) if _folder is not None else None
         self.index = _flat_index(dimension)
         self.keywords = BM25Index(keep_terms=False)  # keyed by the same int ids as the FAISS index
         self.generation = 0  # the last seq this store has seen committed
@@ -401,7 +402,7 @@ class FaissStore(VectorStore):
             raise
         self._db.close()  # the rows were read through it, pending ones included: they live on in the target
         self._db, self.folder = target, folder
-        self._db_file = _identity(folder / DB_FILE)
+        self._db_file = file_identity(folder / DB_FILE)
         self._next_id, self.generation, self._pending_seq = next_id, seq - 1, seq
         self._snapshot_seq, self._since_snapshot = None, len(self)
 
@@ -416,9 +417,15 @@ class FaissStore(VectorStore):
         _write_durably(folder / f"index.{seq}.faiss", faiss.serialize_index(self.index).tobytes())
         self._snapshot_seq, self._snapshot_ivf = seq, isinstance(self.index, faiss.IndexIVF)
         self._since_snapshot = 0
-        with self._db:  # a transaction of its own: seq does not change
-            self._db.execute("DELETE FROM removed WHERE seq <= ?", (seq,))
+        try:  # one transaction of its own (seq does not change); 'pruned' first, so readers never miss it
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pruned', ?)", (seq,))
+            self._db.execute("DELETE FROM removed WHERE seq <= ?", (seq,))
+            self._db.commit()
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.rollback()  # never keep the write lock after a save
+            raise
         for old, path in _snapshots(folder):
             if old != seq:
                 path.unlink(missing_ok=True)
@@ -588,12 +595,6 @@ def _connect(path: str, create: bool = True) -> sqlite3.Connection:
     return db
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino
 
 
 def _meta(db: sqlite3.Connection, key: str, default: int) -> int:
