@@ -127,12 +127,14 @@ def measure(env: dict[str, str], root: Path, processes: int, clients: int, secon
     with running_process(args, env=env, log_path=log_path, health_url=f"{url}/health", timeout=300) as proc:
         wait_for_processes(log_path, processes)
         run_load(url, clients * 2, max(5.0, seconds / 3))  # warm-up: every process loads the model, opens pg
-        pids = {"api": [proc.pid], "postgresql": postmasters(pg_folder), "clients": [os.getpid()]}
-        before = {name: sum(tree_cpu_seconds(pid) for pid in ids) for name, ids in pids.items()}
+        trees = {"api": [proc.pid], "postgresql": postmasters(pg_folder)}
+        before = {name: sum(tree_cpu_seconds(pid) for pid in ids) for name, ids in trees.items()}
+        clients_before = own_cpu_seconds()
         latencies = run_load(url, clients, seconds)
         cores = {
-            name: (sum(tree_cpu_seconds(pid) for pid in ids) - before[name]) / seconds for name, ids in pids.items()
+            name: (sum(tree_cpu_seconds(pid) for pid in ids) - before[name]) / seconds for name, ids in trees.items()
         }
+        cores["clients"] = (own_cpu_seconds() - clients_before) / seconds
     return len(latencies) / seconds, latencies, cores
 
 
@@ -154,6 +156,12 @@ def tree_cpu_seconds(pid: int) -> float:
             times = process.cpu_times()
             total += times.user + times.system
     return total
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process alone (the clients), not of its children (the API server it started)."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -191,6 +199,8 @@ def main() -> None:
         ):  # fmt: skip
             took = build_kb(f"http://127.0.0.1:{port}", args.chunks)
         print(f"knowledge base: ~{args.chunks} chunks in pgvector, built through the API in {took:.0f}s", flush=True)
+        with psycopg.connect(uri, autocommit=True) as bench_db:
+            bench_db.execute("VACUUM ANALYZE")  # now, not as autovacuum in the middle of a measurement
         print(f"cores: {os.cpu_count()}; clients: {args.clients}; {args.seconds:.0f}s per count", flush=True)
         base = None
         for processes in counts:

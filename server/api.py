@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 
 import uvicorn
 from fastapi import FastAPI
@@ -91,9 +92,18 @@ def main(argv: list[str] | None = None) -> None:
     # the processes, and the parent starts a process again if one dies. The schema is made here, once,
     # so the processes do not all create the same tables at the same moment.
     create_tables()
+    _share_cores(args.workers)
     uvicorn.run(
         "server.api:create_worker_app", factory=True, workers=args.workers, host=args.host, port=args.port, **ssl
     )
+
+
+def _share_cores(workers: int) -> None:
+    """Give each API process its share of the cores for the model's threads (torch and OpenMP read
+    OMP_NUM_THREADS at start): N processes each spinning up a thread per core would oversubscribe them.
+    A value the user set is kept."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _configure_logging() -> None:

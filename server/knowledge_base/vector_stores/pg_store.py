@@ -137,6 +137,10 @@ class PgStore(RemoteStore):
                 f"text text NOT NULL, metadata jsonb NOT NULL, terms jsonb NOT NULL, "
                 f"embedding vector({int(self.dimension)}) NOT NULL)"
             )
+            # Vectors in the row itself: out of line (TOAST, where a long text pushes them) the planner
+            # costs a full scan by the small heap alone and prefers it to HNSW, and every search then
+            # fetches every vector from TOAST (31 ms at 6,000 chunks against 2.5 ms).
+            self.connection.execute(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
             self.connection.execute(f"CREATE INDEX IF NOT EXISTS {t}_source ON {t} (source, seq)")
             self.connection.execute(f"CREATE INDEX IF NOT EXISTS {t}_seq ON {t} (seq)")
             self.connection.execute(_create_hnsw_index(t))

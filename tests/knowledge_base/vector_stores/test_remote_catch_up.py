@@ -149,3 +149,33 @@ def test_a_bulk_load_builds_the_index_once_before_its_commit(stores, pg_database
     assert other._block.index_dropped
     other.discard()  # rolled back: the rows and the index are as before
     assert index_exists(pg_database) and len(store) == 550
+
+
+def full_scans(uri: str) -> int:
+    """Sequential scans of the chunk table so far (pgvector's HNSW scans are not counted as index scans)."""
+    with psycopg.connect(uri) as connection:
+        found = connection.execute("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = %s", (TABLE,))
+        return found.fetchone()[0]
+
+
+def test_searches_use_the_hnsw_index_once_the_table_is_analyzed(pg_database):
+    """With chunk texts long enough to push vectors out of the row (TOAST), the planner preferred a full
+    scan to HNSW once ANALYZE had counted the rows, and every search read every vector."""
+    dimension, rows = 384, 6000  # where HNSW costs less than a full scan of vectors kept in the rows
+    store = PgStore(dimension, pg_database, TABLE)
+    try:
+        loaded = np.random.default_rng(11).normal(size=(rows, dimension)).astype(np.float32)
+        rng = np.random.default_rng(12)
+        texts = [" ".join(rng.choice(WORDS, 200)) for _ in range(rows)]  # ~1.3 KB, compressing as prose does
+        stored = [StoredChunk(f"c{i}", text, {"source": f"f{i % 60}"}) for i, text in enumerate(texts)]
+        write(store, lambda s: s.add(stored, loaded))
+        with psycopg.connect(pg_database, autocommit=True) as connection:
+            connection.execute(f"ANALYZE {TABLE}")
+        queries = loaded[:12]  # psycopg prepares a statement from its 6th run
+        before = full_scans(pg_database)
+        for query in queries:
+            assert store.search(query, 50)[0].chunk.doc_id == f"c{loaded.tolist().index(query.tolist())}"
+        store.connection.execute("SELECT pg_stat_force_next_flush()")  # the backend reports its statistics
+        assert full_scans(pg_database) == before
+    finally:
+        store.discard()
