@@ -679,7 +679,7 @@ def recreate_vector_store(
     with writing_to(kb):
         record_kb_model(kb_name, kb.embed_model)  # the fix for EmbeddingModelChanged
         kb = get_kb(kb_name)
-    return ingest_files(
+    report = ingest_files(
         kb_name,
         names,
         options,
@@ -688,6 +688,18 @@ def recreate_vector_store(
         workers=workers,
         kb=kb,
     )
+    if not not_refresh_vs_cache:
+        _finish_rebuild(kb)
+    return report
+
+
+def _finish_rebuild(kb: KnowledgeBaseRecord) -> None:
+    def finish(store: VectorStore) -> None:
+        if store.finish_rebuild():
+            store.dirty = True  # saved as the write block ends
+
+    backend = get_embeddings(kb.embed_model)  # its dimension only: the weights are not loaded for it
+    _write_store(kb, backend, finish)
 
 
 def iter_files_to_increment(kb_name: str) -> Iterator[str]:

@@ -85,6 +85,8 @@ def test_add_edit_delete_in_content(synced):
 
 def test_a_burst_of_changes_is_one_batch(synced):
     api, content, _, log = synced
+    # The first sync must be over, or before.txt joins the burst's batch (when this test runs first).
+    eventually(lambda: "before.txt" in files_in_kb(api, "inplace"), "catching up with before.txt", log)
     names = [f"burst_{n}.txt" for n in range(6)]
     for n, name in enumerate(names):
         (content / name).write_text(f"Burst file number {n} is about topic {n * 7}.")

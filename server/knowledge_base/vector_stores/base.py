@@ -160,6 +160,11 @@ class VectorStore(ABC):
         """Drop unsaved changes and release connections; the store is not used afterwards."""
         return None
 
+    def finish_rebuild(self) -> bool:
+        """After a rebuild (clear, then the whole corpus added): make now what every later load would
+        otherwise make again; True when the store changed and should be saved."""
+        return False
+
     def drop(self) -> None:
         """Delete the store's data on its server (remote stores); local stores are deleted with their folder."""
         return None

@@ -105,14 +105,19 @@ class FaissStore(VectorStore):
         self._snapshot_seq: int | None = None  # the snapshot the index in memory grew from (None: rows)
         self._snapshot_ivf = False
         self._since_snapshot = 0  # vectors added or removed since that snapshot
+        # False after clear(): a rebuild (recreate) writes its rows to SQLite only, and the FAISS and
+        # keyword indexes are made from the rows at the first read, so ingestion's memory does not grow
+        # with the corpus (the vectors and postings of every chunk would otherwise stay in RAM).
+        self._indexes_built = True
 
     # ---- reading -----------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.index.ntotal) if self._indexes_built else self._row_count()
 
     def search(self, vector: np.ndarray, top_k: int, score_threshold: float = 1.0) -> list[ScoredChunk]:
         if not len(self) or top_k <= 0:
             return []
+        self._ensure_indexes()
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         if isinstance(self.index, faiss.IndexIVF):
             self.index.nprobe = _ivf_settings()[1]
@@ -131,11 +136,13 @@ class FaissStore(VectorStore):
 
     def keyword_search(self, query_terms: list[str], top_k: int) -> list[tuple[StoredChunk, float]]:
         """The chunks with the best BM25 score for the query terms, best first."""
+        self._ensure_indexes()
         hits: list[KeywordHit] = self.keywords.search(query_terms, top_k)
         chunks = self._chunks_by_int_id([hit.key for hit in hits])
         return [(chunks[hit.key], hit.score) for hit in hits if hit.key in chunks]
 
     def keyword_scores(self, query_terms: list[str], doc_ids: list[str]) -> list[float]:
+        self._ensure_indexes()
         int_ids = self._int_ids(doc_ids)
         return self.keywords.scores(query_terms, [int_ids.get(d, -1) for d in doc_ids])
 
@@ -143,6 +150,7 @@ class FaissStore(VectorStore):
         """Cosine similarity of the query vector to each stored chunk (vectors are unit length)."""
         if not doc_ids:
             return np.zeros(0, dtype=np.float32)
+        self._ensure_indexes()
         known = self._int_ids(doc_ids)
         int_ids = np.array([known[d] for d in doc_ids], dtype=np.int64)
         return self.index.reconstruct_batch(int_ids) @ np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -268,13 +276,13 @@ class FaissStore(VectorStore):
                 ),
             )
         self._next_id += len(chunks)
-        self.index.add_with_ids(vectors, int_ids)
-        for int_id, counts in zip(int_ids, terms, strict=True):
-            self.keywords.add(int(int_id), counts)
         self._since_snapshot += len(chunks)
         self.dirty = True
-        if not isinstance(self.index, faiss.IndexIVF) and self.index.ntotal > _ivf_settings()[0]:
-            self.index = _ivf_index_from(self.index)
+        if self._indexes_built:
+            self.index.add_with_ids(vectors, int_ids)
+            for int_id, counts in zip(int_ids, terms, strict=True):
+                self.keywords.add(int(int_id), counts)
+            self._switch_to_ivf_if_big()
         return [chunk.doc_id for chunk in chunks]
 
     def delete(self, doc_ids: list[str]) -> int:
@@ -299,13 +307,15 @@ class FaissStore(VectorStore):
     def _forget(self, rows: Iterable[tuple[int, str | None]]) -> None:
         """Take these (int id, stored terms) out of the FAISS and keyword indexes in memory."""
         rows = list(rows)
-        self.index.remove_ids(np.array([int_id for int_id, _ in rows], dtype=np.int64))
-        for int_id, terms in rows:
-            self.keywords.remove(int_id, _terms(terms))
+        if self._indexes_built:
+            self.index.remove_ids(np.array([int_id for int_id, _ in rows], dtype=np.int64))
+            for int_id, terms in rows:
+                self.keywords.remove(int_id, _terms(terms))
         self._since_snapshot += len(rows)
         self.dirty = True
 
     def clear(self) -> None:
+        removed = len(self)
         with _sqlite_errors_as_save_failures():
             self._begin()
             self._db.execute(
@@ -313,9 +323,10 @@ class FaissStore(VectorStore):
                 (self._pending_seq,),
             )
             self._db.execute("DELETE FROM chunks")
-        self._since_snapshot += len(self)
+        self._since_snapshot += removed
         self.index = _flat_index(self.dimension)
         self.keywords.clear()
+        self._indexes_built = False
         self.dirty = True
 
     def _begin(self) -> None:
@@ -353,6 +364,9 @@ class FaissStore(VectorStore):
         try:
             if self._snapshot_due():
                 self._write_snapshot(folder)
+            elif not self._indexes_built:  # cleared since: a snapshot would only be replayed away
+                for _, path in _snapshots(folder):
+                    path.unlink(missing_ok=True)
             _write_durably(folder / CURRENT_FILE, str(self.generation).encode())
             _remove_leftovers(folder)  # only a writer (holding the folder's lock) removes temporary files
         except (OSError, sqlite3.Error) as exc:
@@ -407,6 +421,8 @@ class FaissStore(VectorStore):
         self._snapshot_seq, self._since_snapshot = None, len(self)
 
     def _snapshot_due(self) -> bool:
+        if not self._indexes_built:
+            return False  # made at a later save, once a read has built the indexes
         if isinstance(self.index, faiss.IndexIVF) and not self._snapshot_ivf:
             return True
         return self._since_snapshot > max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_SHARE * len(self))
@@ -446,6 +462,8 @@ class FaissStore(VectorStore):
     def _catch_up(self, committed: int) -> None:
         previous, self.generation = self.generation, committed
         self._next_id = max(self._next_id, _meta(self._db, "next_id", 0))  # their ids are taken
+        if not self._indexes_built:
+            return  # the first read builds the indexes from the rows, theirs included
         if previous < _meta(self._db, "pruned", 0):  # the tombstones we need are gone: rebuild
             self._build_memory()
         else:
@@ -467,6 +485,14 @@ class FaissStore(VectorStore):
             self._db.close()
         except sqlite3.Error as exc:
             logger.warning("could not close the vector store database in %s: %s", self.folder, exc)
+
+    def finish_rebuild(self) -> bool:
+        """Past FAISS_IVF_THRESHOLD the index is trained now and saved as a snapshot at the next save:
+        without one, every process loading the store would train it again (minutes at a million)."""
+        if self._indexes_built or self._row_count() <= _ivf_settings()[0]:
+            return False  # a flat index is made from the rows at the first read, quickly
+        self._ensure_indexes()
+        return True
 
     @classmethod
     def load(cls, folder: Path) -> FaissStore:
@@ -511,8 +537,19 @@ class FaissStore(VectorStore):
                 return
             logger.warning("vector store in %s: snapshot %s does not match the rows, rebuilt", self.folder, snapshot[0])
             self.keywords.clear()
+        self._rebuild_from_rows()
+
+    def _ensure_indexes(self) -> None:
+        if not self._indexes_built:
+            logger.info("vector store in %s: building its indexes from %d stored chunks", self.folder, len(self))
+            self.keywords.clear()
+            self.keywords_rebuilt = False  # rows written since clear() carry the current tokenizer's terms
+            self._rebuild_from_rows()
+
+    def _rebuild_from_rows(self) -> None:
         self._snapshot_seq, self._snapshot_ivf, self.index = None, False, _flat_index(self.dimension)
         self._since_snapshot = 0
+        self._indexes_built = True
         self._replay_after(-1)
         self._since_snapshot = len(self)
 
@@ -557,6 +594,9 @@ class FaissStore(VectorStore):
                 for int_id, terms, text, _ in rows:
                     self.keywords.add(int_id, self._stored_or_new_terms(terms, text))
             self._since_snapshot += len(rows)
+        self._switch_to_ivf_if_big()
+
+    def _switch_to_ivf_if_big(self) -> None:
         if not isinstance(self.index, faiss.IndexIVF) and self.index.ntotal > _ivf_settings()[0]:
             self.index = _ivf_index_from(self.index)
 

@@ -72,3 +72,30 @@ def test_past_the_threshold_the_store_uses_ivf_and_keeps_working(small_threshold
     assert isinstance(again.index, faiss.IndexIVF) and len(again) == again.index.ntotal == 2801
     assert again.search(vectors[3], 1)[0].chunk.doc_id == chunks[3].doc_id
     assert all(hit.chunk.metadata["source"] != "f4.txt" for hit in again.search(vectors[4], 20))
+
+
+def test_a_rebuild_past_the_threshold_trains_ivf_once_and_snapshots_it(small_threshold, tmp_path):
+    """After clear() the store keeps its rows out of memory; finishing a rebuild of an IVF-sized store
+    trains the index then, so that loads read it from a snapshot instead of training it again."""
+    rng = np.random.default_rng(3)
+    vectors = clustered(1500, rng, rng.normal(0, 1, (50, DIMENSION)))
+    store = FaissStore(DIMENSION)
+    store.save(tmp_path)
+    store.clear()
+    chunks = [StoredChunk("", f"text {i}", {"source": f"f{i % 10}.txt"}) for i in range(len(vectors))]
+    store.add(chunks, vectors)
+    store.save(tmp_path)
+    assert store.index.ntotal == 0 and not list(tmp_path.glob("index.*.faiss"))
+    assert store.finish_rebuild() and isinstance(store.index, faiss.IndexIVF)
+    store.dirty = True
+    store.save(tmp_path)
+    assert [p.name for p in tmp_path.glob("index.*.faiss")] == [f"index.{store.generation}.faiss"]
+    assert not store.finish_rebuild()  # built: nothing more to do
+    loaded = FaissStore.load(tmp_path)
+    assert isinstance(loaded.index, faiss.IndexIVF) and loaded._snapshot_seq == store.generation
+    assert loaded.search(vectors[7], 1)[0].chunk.doc_id == chunks[7].doc_id
+
+    small = FaissStore(DIMENSION)
+    small.clear()
+    small.add(chunks[:500], vectors[:500])
+    assert not small.finish_rebuild() and small.index.ntotal == 0  # flat: built from the rows when read

@@ -455,3 +455,44 @@ def test_a_store_whose_folder_was_made_again_is_loaded_afresh(tmp_path):
     make_store(1, "new").save(tmp_path)  # seq 1: below what the cached store has seen
     with cache.read(("a", "m"), tmp_path, DIM) as store:
         assert texts(store) == ["text 0"] and store.generation == 1
+
+
+def test_after_clear_a_rebuild_keeps_its_chunks_out_of_memory_until_the_first_read(tmp_path, monkeypatch):
+    """A recreate (clear, then many adds and saves) writes rows only: the FAISS and keyword indexes stay
+    empty, so its memory does not grow with the corpus; the first read builds them from the rows, with
+    the same results as a store that indexed every add."""
+    monkeypatch.setattr(faiss_store, "SNAPSHOT_MIN_CHANGES", 10)
+    rebuilt = make_store(30, "old.txt")
+    rebuilt.save(tmp_path)
+    rebuilt.clear()
+    eager = FaissStore(DIM)
+    for batch in range(4):  # checkpoints: add, delete, save
+        chunks = [StoredChunk(f"d{batch}-{i}", f"word{i % 3} batch{batch}", {"source": f"f{batch}"}) for i in range(25)]
+        vectors = np.stack([unit(100 * batch + i) for i in range(25)])
+        for store in (rebuilt, eager):
+            store.add([StoredChunk(c.doc_id, c.page_content, c.metadata) for c in chunks], vectors)
+            store.delete([f"d{batch}-0"])
+        rebuilt.save(tmp_path)
+        assert rebuilt.index.ntotal == 0 and len(rebuilt.keywords) == 0 and len(rebuilt) == 24 * (batch + 1)
+    assert snapshots(tmp_path) == []  # none of the old rows' snapshot is kept, none made without indexes
+
+    other = FaissStore.load(tmp_path)  # another process's commit while the indexes are not built
+    other.add([StoredChunk("z", "zebra", {"source": "theirs"})], unit(999).reshape(1, -1))
+    other.save(tmp_path)
+    eager.add([StoredChunk("z", "zebra", {"source": "theirs"})], unit(999).reshape(1, -1))
+    rebuilt.refresh()
+    assert rebuilt.index.ntotal == 0
+
+    for query in (1, 102, 303, 999):
+        assert [(h.chunk.doc_id, round(h.score, 6)) for h in rebuilt.search(unit(query), 10)] == [
+            (h.chunk.doc_id, round(h.score, 6)) for h in eager.search(unit(query), 10)
+        ]
+    assert rebuilt.index.ntotal == len(rebuilt) == 97
+    for terms in (["word1"], ["batch2", "word0"], ["zebra"]):
+        assert [(c.doc_id, round(s, 6)) for c, s in rebuilt.keyword_search(terms, 50)] == [
+            (c.doc_id, round(s, 6)) for c, s in eager.keyword_search(terms, 50)
+        ]
+    rebuilt.add([StoredChunk("new", "after the first read", {"source": "n"})], unit(5).reshape(1, -1))
+    rebuilt.save(tmp_path)  # the indexes are built again: the next save may snapshot them
+    assert rebuilt.index.ntotal == 98 and len(snapshots(tmp_path)) == 1
+    assert texts(FaissStore.load(tmp_path)) == texts(rebuilt)
