@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     DEFAULT_VS_TYPE: Literal["faiss", "milvus", "zilliz", "pg"] = "faiss"
     KBS_CONFIG: KbsConfig = KbsConfig()
     # A FAISS store searches exactly (flat) up to this many chunks, then switches to an IVF index that
-    # reads FAISS_IVF_NPROBE of its ~4*sqrt(n) lists per query (bench/bench_scale.py: recall@10 and speed).
+    # reads FAISS_IVF_NPROBE of its ~sqrt(n) lists per query (bench/bench_scale.py: recall@10 and speed).
     FAISS_IVF_THRESHOLD: int = Field(200_000, ge=1_000)
     FAISS_IVF_NPROBE: int = Field(32, ge=1)
     CACHED_VS_NUM: int = Field(1, ge=1)

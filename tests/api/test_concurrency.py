@@ -44,7 +44,7 @@ def test_search_keeps_answering_during_a_long_upload(client, api_server):
     create_kb(client, "quick_kb")
     upload(client, "quick_kb", {"q.txt": b"Quick facts about the moon and its craters."})
     # Big enough that the upload outlasts several search rounds even when each search waits on the busy CPU.
-    big = "\n\n".join(paragraph("archive", i) for i in range(600)).encode()
+    big = "\n\n".join(paragraph("archive", i) for i in range(150)).encode()
     result: dict = {}
 
     def long_upload() -> None:

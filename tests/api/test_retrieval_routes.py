@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import evaluate_retrieval
 from tests.api.helpers import create_kb, upload
 from tests.conftest import REPO_ROOT
 
@@ -144,10 +145,11 @@ def test_the_command_line_prints_the_same_metrics(api_server, kb, tmp_path):
         [*command, "--json"], cwd=REPO_ROOT, env=api_server.env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    rows = {row["mode"]: row for row in json.loads(result.stdout)["results"]}
+    printed = json.loads(result.stdout)
+    rows = {row["mode"]: row for row in printed["results"]}
     assert rows["hybrid"]["hit@1"] == 1.0 and rows["keyword"]["questions"] == 4
-    table = subprocess.run(command, cwd=REPO_ROOT, env=api_server.env, capture_output=True, text=True, timeout=300)
-    assert table.returncode == 0 and "hybrid   1.000  1.000" in table.stdout
+    # Without --json the same results go through format_table (checked here: one model load less).
+    assert "hybrid   1.000  1.000" in evaluate_retrieval.format_table(printed["results"], printed["top_k"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": ""}\n', encoding="utf-8")
     failed = subprocess.run(

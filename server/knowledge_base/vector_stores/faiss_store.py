@@ -692,12 +692,15 @@ def _ivf_settings() -> tuple[int, int]:
 
 def _ivf_index_from(flat: faiss.IndexIDMap2) -> faiss.IndexIVFFlat:
     """The same vectors and ids in an inverted-file index: exact search reads every vector, so past
-    FAISS_IVF_THRESHOLD chunks a query only reads the FAISS_IVF_NPROBE nearest of ~4*sqrt(n) lists.
-    (IVF rather than HNSW: FAISS's HNSW cannot remove vectors, and re-ingesting a file removes its chunks.)"""
+    FAISS_IVF_THRESHOLD chunks a query only reads the FAISS_IVF_NPROBE nearest of ~sqrt(n) lists.
+    (IVF rather than HNSW: FAISS's HNSW cannot remove vectors, and re-ingesting a file removes its chunks.)
+    sqrt(n) rather than the often quoted 4*sqrt(n): k-means costs samples x lists, and the samples grow
+    with the lists, so 4x the lists is 16x the training (minutes at a million chunks on two cores),
+    while a query reading 32 of 1,000 lists still touches only 3% of the vectors."""
     total = flat.ntotal
     vectors = flat.index.reconstruct_n(0, total)
     ids = faiss.vector_to_array(flat.id_map).astype(np.int64)
-    lists = int(4 * np.sqrt(total))
+    lists = max(1, int(np.sqrt(total)))
     logger.info("FAISS store of %d chunks: building an IVF index with %d lists", total, lists)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(flat.d), flat.d, lists, faiss.METRIC_INNER_PRODUCT)
     sample = np.random.default_rng(0).choice(total, min(total, 64 * lists), replace=False)
