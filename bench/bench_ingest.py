@@ -32,7 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 class PeakRss:
-    """Samples the resident memory of this process plus its children while the run lasts."""
+    """Samples the resident memory of this process plus its children while the run lasts, and of this
+    process alone: the parse workers are separate processes whose size does not depend on N."""
 
     def __init__(self, interval: float = 0.1):
         import psutil
@@ -40,17 +41,19 @@ class PeakRss:
         self._process = psutil.Process()
         self._interval = interval
         self.peak = 0
+        self.own_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
             try:
-                total = self._process.memory_info().rss
-                total += sum(child.memory_info().rss for child in self._process.children(recursive=True))
+                own = self._process.memory_info().rss
+                total = own + sum(child.memory_info().rss for child in self._process.children(recursive=True))
             except Exception:
                 continue
             self.peak = max(self.peak, total)
+            self.own_peak = max(self.own_peak, own)
             self._stop.wait(self._interval)
 
     def __enter__(self):
@@ -138,7 +141,9 @@ def main() -> None:
     print(f"chunks          {report.chunks}")
     print(f"seconds         {total:.1f} (embedding model load included)")
     print(f"chunks/s        {report.chunks / total:.1f}")
-    print(f"peak RSS        {rss.peak / 2**20:.0f} MiB")
+    print(
+        f"peak RSS        {rss.peak / 2**20:.0f} MiB with the parse workers, {rss.own_peak / 2**20:.0f} MiB this process"
+    )
     print(f"load+OCR        {report.load_seconds:.1f} s (summed over workers)")
     print(f"split           {report.split_seconds:.1f} s (summed over workers)")
     print(f"embed           {report.embed_seconds:.1f} s (in a thread beside parsing)")

@@ -246,6 +246,13 @@ def main() -> None:
         help="pgvector: rows a write block loads before the HNSW index is dropped and built at commit "
         "(default pg_store.BULK_LOAD_ROWS; a huge value keeps the index during the load)",
     )
+    parser.add_argument(
+        "--pg-index-memory-mb",
+        type=int,
+        default=None,
+        help="pgvector: cap on maintenance_work_mem for the HNSW build (default pg_store.INDEX_BUILD_MEMORY_CAP_MB; "
+        "at 1,000,000 chunks the graph needs ~3 GB, and a build that outgrows it goes on much more slowly)",
+    )
     args = parser.parse_args()
     os.environ["CHATCHAT_KB_ROOT_PATH"] = tempfile.mkdtemp(prefix="bench-scale-")
     os.environ["CHATCHAT_FAISS_IVF_THRESHOLD"] = str(max(1000, args.chunks - 1))  # faiss-flat overrides it
@@ -253,12 +260,12 @@ def main() -> None:
     import faiss
 
     from configs import reload_settings
-    from server.knowledge_base.vector_stores import FaissStore, open_remote_store
+    from server.knowledge_base.vector_stores import FaissStore, open_remote_store, pg_store
 
     if args.pg_bulk_rows is not None:
-        from server.knowledge_base.vector_stores import pg_store
-
         pg_store.BULK_LOAD_ROWS = args.pg_bulk_rows
+    if args.pg_index_memory_mb is not None:
+        pg_store.INDEX_BUILD_MEMORY_CAP_MB = args.pg_index_memory_mb
 
     vectors, queries = synthetic(args.chunks, args.noise, 0)
     words = texts(args.chunks, 1)

@@ -73,6 +73,20 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 def create_tables(url: str | None = None) -> int:
     """Create missing tables and add missing columns; return the schema version now in place."""
+    url = url or get_settings().database_url
+    # The locks module imports settings and paths only; imported here, as the repositories are, to keep
+    # this module free of the knowledge-base package at import time.
+    from server.knowledge_base.locks import SCHEMA_LOCK_KEY, advisory_lock, uses_postgresql
+
+    if not uses_postgresql(url):
+        return _create_tables(url)  # SQLite serialises schema changes itself
+    # API servers on several hosts may start at once against a fresh database: concurrent CREATE TABLEs
+    # fail there (duplicate types, existing relations), so one host does the schema work at a time.
+    with advisory_lock(url, SCHEMA_LOCK_KEY):
+        return _create_tables(url)
+
+
+def _create_tables(url: str) -> int:
     engine = get_engine(url)
     Base.metadata.create_all(engine)
     _add_missing_columns(engine)

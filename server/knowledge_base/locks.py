@@ -13,7 +13,8 @@ Every write to a knowledge base (its store, its rows, its files) happens under t
 * Anything else (SQLite, the default): a file lock under ``KB_ROOT/.locks``. SQLite is one file on one
   host's disk, so its users share that host, and a lock on its disk is enough.
 
-Neither lock is re-entrant; ``writing_to`` tracks what each thread holds.
+Neither lock is re-entrant; ``writing_to`` tracks what each thread holds. On PostgreSQL one more advisory lock,
+``SCHEMA_LOCK_KEY``, makes processes that start at once create or upgrade the metadata tables one at a time.
 """
 
 from __future__ import annotations
@@ -44,8 +45,15 @@ def uses_postgresql(database_url: str) -> bool:
 
 def advisory_key(kb_name: str) -> int:
     """The knowledge base's advisory-lock key: a signed 64-bit integer, as pg_advisory_lock takes."""
-    digest = hashlib.blake2b(KEY_PREFIX + kb_name.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return _key(KEY_PREFIX + kb_name.encode("utf-8"))
+
+
+def _key(name: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+
+
+# Held while the metadata tables are created or upgraded (server.db.engine.create_tables).
+SCHEMA_LOCK_KEY = _key(b"chatkb:metadata-schema")
 
 
 @contextmanager

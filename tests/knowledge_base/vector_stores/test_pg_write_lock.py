@@ -109,3 +109,37 @@ def test_writing_to_takes_the_advisory_lock(pg_metadata, kb_root):
         with service.writing_to(kb_repo.get_kb("gamma")):  # re-entrant in one thread
             assert advisory_locks(pg_metadata) == 1
     assert advisory_locks(pg_metadata) == 0
+
+
+CREATOR = """
+import sys
+from server.db.engine import create_tables
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+print(create_tables(), flush=True)
+"""
+
+
+def test_processes_creating_the_tables_at_once_all_succeed(pg_metadata, tmp_path):
+    """API servers on several hosts start at once against a fresh database: without a lock around the
+    schema work, concurrent CREATE TABLEs fail with duplicate-type or already-exists errors."""
+    env = child_env(tmp_path, CHATCHAT_SQLALCHEMY_DATABASE_URI=pg_metadata)
+    creators = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATOR], cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    try:
+        assert all(proc.stdout.readline().strip() == "ready" for proc in creators)
+        for proc in creators:
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        outcomes = [proc.communicate(timeout=60) for proc in creators]
+    finally:
+        for proc in creators:
+            proc.kill()
+    from server.db.engine import SCHEMA_VERSION
+
+    assert [out.strip() for out, _ in outcomes] == [str(SCHEMA_VERSION)] * 4, [err[-500:] for _, err in outcomes]
