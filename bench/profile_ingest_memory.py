@@ -25,7 +25,6 @@ The parent prints each run and, between the smallest and largest N, the growth p
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import hashlib
 import json
@@ -271,10 +270,9 @@ def _warm_up(service) -> None:
 
 
 def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:  # not glibc
-        pass
+    from server.memory import return_free_heap
+
+    return_free_heap()
 
 
 def store_sizes(service) -> dict[str, int]:
