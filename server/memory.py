@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
-import logging
-
-logger = logging.getLogger(__name__)
 
 
 @functools.cache
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library is not glibc (macOS, Windows, musl)."""
-    name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None).malloc_trim  # the symbols the interpreter is linked with, libc's among them
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no "this process" handle
         return None
 
 

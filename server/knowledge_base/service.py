@@ -36,7 +36,6 @@ from server.knowledge_base.ingest_cache import cache_location, open_cache
 from server.knowledge_base.locks import kb_write_lock
 from server.knowledge_base.model_guard import check_kb_model, record_kb_model
 from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
-from server.memory import return_free_heap
 from server.knowledge_base.vector_stores import (
     REMOTE_VS_TYPES,
     SUPPORTED_VS_TYPES,
@@ -47,6 +46,7 @@ from server.knowledge_base.vector_stores import (
     get_store_cache,
     open_remote_store,
 )
+from server.memory import return_free_heap
 
 logger = logging.getLogger(__name__)
 
