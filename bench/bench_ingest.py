@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 class PeakRss:
     """Samples the resident memory of this process plus its children while the run lasts, and of this
-    process alone: the parse workers are separate processes whose size does not depend on N."""
+    process alone, so that growth in the ingesting process can be told from the parse workers' size."""
 
     def __init__(self, interval: float = 0.1):
         import psutil

@@ -223,6 +223,7 @@ def _profile_in(root: Path, files: int, args) -> dict:
     from server.db.engine import create_tables
     from server.knowledge_base import service
     from server.knowledge_base.embeddings.background import BackgroundEmbedder
+    from server.memory import return_free_heap
 
     create_tables()
     _warm_up(service)
@@ -255,7 +256,7 @@ def _profile_in(root: Path, files: int, args) -> dict:
     result["structures"]["report"] = deep_size(report)
     result["structures"].update(store_sizes(service))
     gc.collect()
-    _malloc_trim()
+    return_free_heap()
     result["rss_after_trim"] = sampler.process.memory_info().rss
     return result
 
@@ -267,12 +268,6 @@ def _warm_up(service) -> None:
 
     service.get_embeddings().embed(["warm up"])
     tokenize("仓库管理 warehouse")
-
-
-def _malloc_trim() -> None:
-    from server.memory import return_free_heap
-
-    return_free_heap()
 
 
 def store_sizes(service) -> dict[str, int]:

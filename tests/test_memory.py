@@ -13,7 +13,7 @@ from server.memory import return_free_heap
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 
 
-def test_memory_freed_by_another_thread_leaves_rss_after_the_trim():
+def test_memory_freed_by_another_thread_goes_back_to_the_os_after_the_trim():
     kept: list[bytearray] = []
 
     def allocate_and_mostly_free() -> None:
