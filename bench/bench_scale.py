@@ -42,6 +42,7 @@ WORDS = [f"w{i}" for i in range(5000)]
 BATCH = 5000
 QUERIES = 100
 PER_CLIENT = 25  # queries each of the 8 concurrent clients sends (--per-client)
+PROGRESS_EVERY = 100_000  # chunks between the build's progress lines (a 1,000,000-chunk build takes minutes)
 
 
 def synthetic(count: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +69,10 @@ def server_rss(pattern: str) -> float:
     for process in psutil.process_iter(["cmdline"]):
         if pattern in " ".join(process.info["cmdline"] or []) and process.pid != os.getpid():
             for member in [process, *process.children(recursive=True)]:
-                total += member.memory_info().rss
+                try:
+                    total += member.memory_info().rss
+                except psutil.NoSuchProcess:  # a short-lived worker (autovacuum, a parallel build) ended
+                    pass
             break
     return total / 2**20
 
@@ -79,7 +83,17 @@ def percentiles(latencies: list[float]) -> tuple[float, float]:
 
 
 def run_store(
-    name: str, make, reopen, vectors, queries, words, truth, server_pattern: str | None, folder: Path, per_client: int
+    name: str,
+    make,
+    reopen,
+    vectors,
+    queries,
+    words,
+    truth,
+    server_pattern: str | None,
+    folder: Path,
+    per_client: int,
+    after=None,
 ):
     from server.knowledge_base.vector_stores import StoredChunk
 
@@ -93,6 +107,9 @@ def run_store(
             for i in range(start, min(start + BATCH, len(vectors)))
         ]
         doc_ids += store.add(chunks, vectors[start : start + BATCH])
+        done = start + len(chunks)
+        if done % PROGRESS_EVERY == 0 and done < len(vectors):
+            print(f"  {name}: {done} chunks added, {time.perf_counter() - started:.1f} s", flush=True)
     build = time.perf_counter() - started
     started, written = time.perf_counter(), bytes_written()
     store.save(folder)
@@ -111,7 +128,7 @@ def run_store(
         return time.perf_counter() - began, [hit.chunk.doc_id for hit in hits]
 
     single = [one(q) for q in queries]
-    recall = np.mean([len(set(ids) & {f"c{i}" for i in row}) / 10 for (_, ids), row in zip(single, truth, strict=True)])
+    recall = recall_at_10([ids for _, ids in single], truth)
     p50, p95 = percentiles([t for t, _ in single])
     if name.startswith("faiss"):
         threads = None  # FAISS stores are used under the cache's per-store lock: one search at a time
@@ -146,7 +163,30 @@ def run_store(
     )
     if name.startswith("faiss"):
         small_saves(name, store, folder, vectors, words, save, save_bytes)
+    if after:
+        after(store)
     store.discard()
+
+
+def recall_at_10(found: list[list[str]], truth) -> float:
+    return float(np.mean([len(set(ids) & {f"c{i}" for i in row}) / 10 for ids, row in zip(found, truth, strict=True)]))
+
+
+def ef_search_sweep(store, queries, truth, values: list[int]) -> None:
+    """pgvector: the same index searched with other KBS_CONFIG.pg.ef_search values (no rebuild)."""
+    for value in values:
+        store.min_ef_search = value
+        latencies, found = [], []
+        for query in queries:
+            began = time.perf_counter()
+            hits = store.search(query, 10)
+            latencies.append(time.perf_counter() - began)
+            found.append([hit.chunk.doc_id for hit in hits])
+        p50, p95 = percentiles(latencies)
+        print(
+            f"  ef_search {value:4d}: 1 client p50 {p50:6.2f} ms p95 {p95:6.2f} ms  recall@10 {recall_at_10(found, truth):.3f}",
+            flush=True,
+        )
 
 
 def foreign_write_catch_up(store, reopen, vectors) -> str:
@@ -261,6 +301,12 @@ def main() -> None:
         default=PER_CLIENT,
         help="queries each of the 8 concurrent clients sends (fewer for slow stores at 1,000,000 chunks)",
     )
+    parser.add_argument(
+        "--pg-ef-search",
+        default="",
+        help="pgvector: after the run, search the same index again with each of these ef_search values "
+        "(comma-separated, e.g. 100,200,400) and print recall@10 and latency for each",
+    )
     args = parser.parse_args()
     os.environ["CHATCHAT_KB_ROOT_PATH"] = tempfile.mkdtemp(prefix="bench-scale-")
     os.environ["CHATCHAT_FAISS_IVF_THRESHOLD"] = str(max(1000, args.chunks - 1))  # faiss-flat overrides it
@@ -325,7 +371,20 @@ def main() -> None:
                 os.environ["CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI"] = pg_server[0].get_uri()
                 reload_settings()
                 opener = lambda f=folder: open_remote_store("pg", ("bench", "pg"), f, DIMENSION)  # noqa: E731
-                run_store(name, opener, opener, vectors, queries, words, truth, str(pg_folder), folder, args.per_client)
+                sweep = [int(v) for v in args.pg_ef_search.split(",") if v]
+                run_store(
+                    name,
+                    opener,
+                    opener,
+                    vectors,
+                    queries,
+                    words,
+                    truth,
+                    str(pg_folder),
+                    folder,
+                    args.per_client,
+                    after=lambda store, values=sweep: ef_search_sweep(store, queries, truth, values),
+                )
             else:
                 raise SystemExit(f"unknown store {name}")
     finally:

@@ -86,6 +86,9 @@ class PgConfig(BaseModel):
     """Chatchat's kbs_config["pg"]: a PostgreSQL with the pgvector extension."""
 
     connection_uri: str = ""  # postgresql://user:password@host:5432/database
+    # Rows the HNSW index gathers per search (pgvector's hnsw.ef_search; at least the rows asked for).
+    # Higher finds more of the true nearest chunks in large tables, at the cost of slower searches.
+    ef_search: int = Field(100, ge=10, le=1000)
 
 
 class KbsConfig(BaseModel):

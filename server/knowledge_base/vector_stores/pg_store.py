@@ -45,9 +45,10 @@ BULK_LOAD_ROWS = 2_000
 INDEX_BUILD_MEMORY_CAP_MB = 2048
 CONNECT_TIMEOUT_SECONDS = 5
 # HNSW finds at most ef_search rows per query (pgvector's default 40), raised to the rows asked for.
-# 100 at least: with 40, recall@10 against exact search was 0.94 on bench_scale's 20,000 chunks.
-MIN_EF_SEARCH = 100
-MAX_EF_SEARCH = 1000
+# 100 by default (KBS_CONFIG.pg.ef_search): with 40, recall@10 against exact search was 0.94 on
+# bench_scale's 20,000 chunks.
+DEFAULT_EF_SEARCH = 100
+MAX_EF_SEARCH = 1000  # pgvector's own limit
 
 
 def describe(uri: str) -> str:
@@ -98,10 +99,11 @@ def connect(uri: str) -> psycopg.Connection:
 
 
 class PgStore(RemoteStore):
-    def __init__(self, dimension: int, uri: str, name: str):
+    def __init__(self, dimension: int, uri: str, name: str, ef_search: int = DEFAULT_EF_SEARCH):
         super().__init__(dimension)
         self.address = describe(uri)
         self.table = name
+        self.min_ef_search = ef_search
         self.connection = connect(uri)
         self._ef_search = 40
         self._block = _WriteBlock()
@@ -234,7 +236,7 @@ class PgStore(RemoteStore):
 
     @_translated
     def _nearest(self, vector: np.ndarray, top_k: int) -> list[tuple[StoredChunk, float]]:
-        wanted = min(MAX_EF_SEARCH, max(MIN_EF_SEARCH, top_k))
+        wanted = min(MAX_EF_SEARCH, max(self.min_ef_search, top_k))
         if wanted != self._ef_search:
             self.connection.execute(f"SET hnsw.ef_search = {int(wanted)}")
             self._ef_search = wanted

@@ -1,4 +1,4 @@
-"""PostgreSQL/pgvector stores keep up with other processes incrementally, and bulk-load into HNSW.
+"""PostgreSQL/pgvector stores keep up with other processes incrementally, bulk-load into HNSW, and search it as configured.
 
 Two store objects on one table stand for two API processes (each has its own connection and its own
 in-memory keyword index). A foreign write must reach the other's keyword index by reading only the
@@ -177,5 +177,29 @@ def test_searches_use_the_hnsw_index_once_the_table_is_analyzed(pg_database):
             assert store.search(query, 50)[0].chunk.doc_id == f"c{loaded.tolist().index(query.tolist())}"
         store.connection.execute("SELECT pg_stat_force_next_flush()")  # the backend reports its statistics
         assert full_scans(pg_database) == before
+    finally:
+        store.discard()
+
+
+def test_ef_search_setting_reaches_the_session(pg_database, kb_root, monkeypatch):
+    """KBS_CONFIG.pg.ef_search trades search time for recall on large tables; a search asking for more
+    rows than it raises it for that search (HNSW returns at most ef_search rows)."""
+    from configs import reload_settings
+    from server.knowledge_base.vector_stores import open_remote_store
+
+    monkeypatch.setenv("CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI", pg_database)
+    monkeypatch.setenv("CHATCHAT_KBS_CONFIG__PG__EF_SEARCH", "300")
+    reload_settings()
+    store = open_remote_store("pg", ("kb", "model"), kb_root, DIMENSION)
+    try:
+        write(store, lambda s: s.add(chunks(0, 20), vectors(20, 5)))
+
+        def ef_search_after_search(top_k: int) -> int:
+            store.search(vectors(1, 6)[0], top_k)
+            return int(store.connection.execute("SHOW hnsw.ef_search").fetchone()[0])
+
+        assert ef_search_after_search(10) == 300
+        assert ef_search_after_search(600) == 600
+        assert ef_search_after_search(5) == 300
     finally:
         store.discard()
