@@ -9,13 +9,15 @@ docs/vector_stores.md.)
 Other processes may change the same store. Every write block ends by storing a new random "change
 marker" next to the data; before each use a store compares the marker with the one it last saw and,
 when they differ, catches its keyword index up with the server:
-* incrementally where the server keeps a change log (PostgreSQL): rows carry an increasing ``seq``,
-  deletions are logged with one from the same sequence, and the store remembers the position it has
-  seen; it reads only the terms of rows stored after that position and the ids deleted after it
-  (a foreign write of a few chunks costs a few rows, not a re-read of a million);
-* by a full re-read of every row's terms otherwise: on first use, when the log no longer reaches
-  back to the store's position (pruned, or the store was cleared), and on Milvus (no change log).
-Reading all of that in one snapshot matters: a deletion committed between two reads would be lost.
+* incrementally, from a change log: rows carry an increasing ``seq``, deletions are logged with one
+  from the same numbering, and the store remembers the position it has seen; it reads only the terms
+  of rows stored after that position and the ids deleted after it (a foreign write of a few chunks
+  costs a few rows, not a re-read of a million). PostgreSQL numbers from a sequence, in a transaction;
+  Milvus from a counter kept with the marker (milvus_store.py says why that is safe);
+* by a full re-read of every row's terms on first use, and when the log no longer reaches back to
+  the store's position (pruned, or the store was cleared).
+Where the server has snapshots (PostgreSQL), all of that is read in one: a deletion committed between
+two reads would otherwise be lost until the next change.
 """
 
 from __future__ import annotations
@@ -97,25 +99,22 @@ class RemoteStore(VectorStore):
     @abstractmethod
     def _commit(self) -> None: ...
 
-    # ---- change log: servers that keep one override these ---------------------------------
+    # ---- change log ----------------------------------------------------------------------------
     def _snapshot(self) -> AbstractContextManager:
-        """Reads inside it see one consistent state of the server."""
+        """Reads inside it see one consistent state of the server (where it has snapshots)."""
         return nullcontext()
 
+    @abstractmethod
     def _terms_after(self, position: int, batch_size: int) -> Iterator[list[tuple[str, dict[str, int]]]]:
         """(doc id, terms) of the rows stored after ``position`` (0: every row), in batches."""
-        if position:
-            raise NotImplementedError("this store keeps no change log")
-        for rows in self._scan(batch_size, with_vectors=False):
-            yield [(chunk.doc_id, terms) for chunk, terms, _ in rows]
 
+    @abstractmethod
     def _deleted_after(self, position: int) -> list[str] | None:
-        """Ids deleted after ``position``; None when the log cannot tell (none kept, pruned, cleared)."""
-        return None
+        """Ids deleted after ``position``; None when the log cannot tell (pruned, cleared, not begun)."""
 
+    @abstractmethod
     def _current_position(self) -> int | None:
-        """The log position of everything this connection sees now (None: no change log)."""
-        return None
+        """The log position of everything this connection has seen (None: unknown)."""
 
     # ---- keeping up with other processes -----------------------------------------------
     def refresh(self, writing: bool = False) -> None:
@@ -247,7 +246,7 @@ class RemoteStore(VectorStore):
     def save(self, folder: Path) -> None:
         """Store a new change marker and commit: other processes catch their keyword index up."""
         if self.dirty:
-            marker = uuid.uuid4().hex
+            marker = uuid.uuid4().hex[:16]  # 64 random bits: Milvus keeps it with its counter in 64 characters
             self._write_marker(marker)
             # Only when this block began current under the lock does the position cover exactly the
             # index in memory; otherwise keep the old one (the next catch-up re-reads our rows: harmless).

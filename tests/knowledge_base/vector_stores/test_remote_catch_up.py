@@ -1,8 +1,10 @@
-"""PostgreSQL/pgvector stores keep up with other processes incrementally, bulk-load into HNSW, and search it as configured.
+"""Server stores (PostgreSQL/pgvector and Milvus Lite) keep up with other processes incrementally;
+pgvector bulk-loads into HNSW and searches it as configured.
 
-Two store objects on one table stand for two API processes (each has its own connection and its own
-in-memory keyword index). A foreign write must reach the other's keyword index by reading only the
-changed rows, and leave it equal to a full rebuild's. Real PostgreSQL with pgvector (conftest.py).
+Two store objects on one table or collection stand for two API processes (each has its own
+connection and its own in-memory keyword index). A foreign write must reach the other's keyword
+index by reading only the changed rows, and leave it equal to a full rebuild's. Real PostgreSQL with
+pgvector and real Milvus Lite (conftest.py).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import psycopg
 import pytest
 
 from server.knowledge_base.keyword_index import tokenize
-from server.knowledge_base.vector_stores import StoredChunk, pg_store
+from configs.settings import MilvusConfig
+from server.knowledge_base.vector_stores import StoredChunk, milvus_store, pg_store
+from server.knowledge_base.vector_stores.milvus_store import MilvusStore
 from server.knowledge_base.vector_stores.pg_store import PgStore
+from server.knowledge_base.vector_stores.remote import RemoteStore
 
 DIMENSION = 8
 TABLE = "chatkb_catch_up"
@@ -35,14 +40,14 @@ def vectors(count: int, seed: int) -> np.ndarray:
     return found / np.linalg.norm(found, axis=1, keepdims=True)
 
 
-def write(store: PgStore, change) -> None:
+def write(store: RemoteStore, change) -> None:
     """One write block, as the cache runs it: catch up under the writers' lock, change, commit."""
     store.refresh(writing=True)
     change(store)
     store.save(None)
 
 
-def keyword_results(store: PgStore) -> list[list[tuple[str, float]]]:
+def keyword_results(store: RemoteStore) -> list[list[tuple[str, float]]]:
     return [
         [(chunk.doc_id, round(score, 6)) for chunk, score in store.keyword_search(tokenize(query), 100)]
         for query in QUERIES
@@ -50,13 +55,31 @@ def keyword_results(store: PgStore) -> list[list[tuple[str, float]]]:
 
 
 @pytest.fixture
-def stores(pg_database):
+def pg_stores(pg_database):
     opened: list[PgStore] = []
 
     def open_store() -> PgStore:
         opened.append(PgStore(DIMENSION, pg_database, TABLE))
         return opened[-1]
 
+    yield open_store
+    for store in opened:
+        store.discard()
+
+
+@pytest.fixture(params=["pg", "milvus"])
+def stores(request, tmp_path):
+    """Opens store objects on one table (pg) or one Milvus Lite collection (milvus)."""
+    opened: list[RemoteStore] = []
+
+    def open_store() -> RemoteStore:
+        if request.param == "pg":
+            opened.append(PgStore(DIMENSION, request.getfixturevalue("pg_database"), TABLE))
+        else:
+            opened.append(MilvusStore(DIMENSION, MilvusConfig(), tmp_path, TABLE))
+        return opened[-1]
+
+    open_store.log_keep = (pg_store, "CHANGE_LOG_KEEP") if request.param == "pg" else (milvus_store, "LOG_KEEP")
     yield open_store
     for store in opened:
         store.discard()
@@ -69,7 +92,7 @@ def test_a_foreign_write_is_caught_up_from_the_changed_rows_only(stores):
     assert (reader.full_rebuilds, reader.keyword_rows_read) == (1, 60)
     index = reader.keywords
 
-    def change(store: PgStore) -> None:
+    def change(store: RemoteStore) -> None:
         store.add(chunks(60, 3, "kiwi"), vectors(3, 2))  # 3 new
         store.delete(["c1", "c2", "c61"])  # 2 old and one of the new
         store.update_text("c5", "kiwi kiwi zebra", {"source": "f5"}, vectors(1, 3)[0])  # 1 replaced
@@ -99,7 +122,7 @@ def test_a_clear_or_a_pruned_log_makes_the_others_rebuild_in_full(stores, monkey
     write(writer, lambda s: s.add(chunks(0, 20), vectors(20, 1)))
     reader.refresh()
 
-    def clear_and_refill(store: PgStore) -> None:
+    def clear_and_refill(store: RemoteStore) -> None:
         store.clear()
         store.add(chunks(100, 5), vectors(5, 4))
 
@@ -108,7 +131,7 @@ def test_a_clear_or_a_pruned_log_makes_the_others_rebuild_in_full(stores, monkey
     assert reader.full_rebuilds == 2 and len(reader.keywords) == 5
     assert keyword_results(reader) == keyword_results(writer)
 
-    monkeypatch.setattr(pg_store, "CHANGE_LOG_KEEP", 3)  # the log keeps only the last 3 numbers
+    monkeypatch.setattr(*stores.log_keep, 3)  # the log keeps only the last 3 numbers
     write(writer, lambda s: s.delete(["c100"]))
     write(writer, lambda s: s.add(chunks(200, 5), vectors(5, 5)))
     reader.refresh()
@@ -123,9 +146,9 @@ def index_exists(uri: str) -> bool:
         return found.fetchone()[0] == 1
 
 
-def test_a_bulk_load_builds_the_index_once_before_its_commit(stores, pg_database, monkeypatch):
+def test_a_bulk_load_builds_the_index_once_before_its_commit(pg_stores, pg_database, monkeypatch):
     monkeypatch.setattr(pg_store, "BULK_LOAD_ROWS", 100)
-    store = stores()
+    store = pg_stores()
     loaded = vectors(400, 7)
 
     def load(s: PgStore) -> None:
@@ -142,7 +165,7 @@ def test_a_bulk_load_builds_the_index_once_before_its_commit(stores, pg_database
     # A block smaller than the table keeps the index; an abandoned bulk load leaves it as it was.
     write(store, lambda s: s.add(chunks(400, 150), vectors(150, 8)))
     assert not store._block.index_dropped and index_exists(pg_database)
-    other = stores()
+    other = pg_stores()
     other.refresh(writing=True)
     other.clear()
     other.add(chunks(1000, 200), vectors(200, 9))
@@ -203,3 +226,24 @@ def test_ef_search_setting_reaches_the_session(pg_database, kb_root, monkeypatch
         assert ef_search_after_search(5) == 300
     finally:
         store.discard()
+
+
+def test_a_milvus_store_from_before_the_change_log_is_rebuilt_once_then_caught_up(tmp_path):
+    """Collections written before the log have a marker without a counter and rows numbered by the clock."""
+    writer, reader = (MilvusStore(DIMENSION, MilvusConfig(), tmp_path, TABLE) for _ in range(2))
+    try:
+        write(writer, lambda s: s.add(chunks(0, 30), vectors(30, 1)))
+        writer.client.upsert(writer.marker_name, [{"name": "marker", "marker": "a" * 32, "vector": [1.0, 0.0]}])
+        reader.refresh()
+        write(writer, lambda s: s.add(chunks(30, 5), vectors(5, 2)))  # numbered on from the clock
+        reader.refresh()
+        assert reader.full_rebuilds == 2  # the old marker told it no position
+        write(writer, lambda s: (s.delete(["c3"]), s.add(chunks(40, 2, "kiwi"), vectors(2, 3))))
+        reader.refresh()
+        assert reader.full_rebuilds == 2 and reader.keyword_rows_read == 30 + 35 + 2
+        # Equal scores may come in another order: the writer's index grew in another order.
+        assert [sorted(hits) for hits in keyword_results(reader)] == [sorted(h) for h in keyword_results(writer)]
+        assert writer.ids_for_source("f31") == ["c31"] and len(reader.keywords) == 36
+    finally:
+        writer.discard()
+        reader.discard()
