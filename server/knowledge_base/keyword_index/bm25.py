@@ -233,6 +233,61 @@ class BM25Index:
         return self._scan_terms(slot)
 
 
+    # ---- persisting -----------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The index as plain arrays (for np.savez: nothing pickled), each term's postings one after the
+        other. Documents' own term counts (keep_terms) are not included: for stores that keep them."""
+        if self._keep_terms:
+            raise ValueError("only an index built with keep_terms=False can be saved as arrays")
+        terms = [term.encode("utf-8") for term in self._postings]
+        holders = list(self._postings.values())
+        return {
+            "slot_keys": np.frombuffer(self._slot_keys, dtype=np.int64).copy(),
+            "slot_lengths": np.frombuffer(self._slot_lengths, dtype=np.float32).copy(),
+            "live_slots": np.fromiter(self._slot_of.values(), dtype=np.int64, count=len(self._slot_of)),
+            "term_bytes": np.frombuffer(b"".join(terms), dtype=np.uint8),
+            "term_ends": np.cumsum([len(term) for term in terms], dtype=np.int64),
+            "posting_ends": np.cumsum([len(h.slots) for h in holders], dtype=np.int64),
+            "live": np.array([h.live for h in holders], dtype=np.int64),
+            "slots": np.frombuffer(b"".join([h.slots.tobytes() for h in holders]), dtype=np.int32),
+            "counts": np.frombuffer(b"".join([h.counts.tobytes() for h in holders]), dtype=np.uint16),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays) -> BM25Index:
+        """The index ``to_arrays`` saved; ValueError when the arrays do not fit together."""
+        keys, lengths, live_slots = arrays["slot_keys"], arrays["slot_lengths"], arrays["live_slots"]
+        term_bytes, term_ends, posting_ends = arrays["term_bytes"], arrays["term_ends"], arrays["posting_ends"]
+        slots, counts, live = arrays["slots"], arrays["counts"], arrays["live"]
+        consistent = (
+            len(keys) == len(lengths)
+            and len(term_ends) == len(posting_ends) == len(live)
+            and len(slots) == len(counts) == (int(posting_ends[-1]) if len(posting_ends) else 0)
+            and len(term_bytes) == (int(term_ends[-1]) if len(term_ends) else 0)
+            and (not len(slots) or 0 <= int(slots.min()) <= int(slots.max()) < len(keys))
+            and (not len(live_slots) or 0 <= int(live_slots.min()) <= int(live_slots.max()) < len(keys))
+        )
+        if not consistent:
+            raise ValueError("keyword index arrays do not fit together")
+        index = cls(keep_terms=False)
+        index._slot_keys = array("q", keys.astype(np.int64).tobytes())
+        index._slot_lengths = array("f", lengths.astype(np.float32).tobytes())
+        index._slot_of = dict(zip(keys[live_slots].tolist(), live_slots.tolist(), strict=True))
+        index._total_length = int(round(float(lengths[live_slots].astype(np.float64).sum())))
+        raw_terms, term_start, posting_start = term_bytes.tobytes(), 0, 0
+        slot_bytes, count_bytes = slots.astype(np.int32).tobytes(), counts.astype(np.uint16).tobytes()
+        for term_end, posting_end, live_count in zip(
+            term_ends.tolist(), posting_ends.tolist(), live.tolist(), strict=True
+        ):
+            holders = _Postings()
+            holders.slots = array("i", slot_bytes[posting_start * 4 : posting_end * 4])
+            holders.counts = array("H", count_bytes[posting_start * 2 : posting_end * 2])
+            holders.live = live_count
+            index._postings[raw_terms[term_start:term_end].decode("utf-8")] = holders
+            term_start, posting_start = term_end, posting_end
+        return index
+
+
 def _counts(terms: list[str] | dict[str, int]) -> dict[str, int]:
     return dict(terms) if isinstance(terms, dict) else dict(Counter(terms))
 

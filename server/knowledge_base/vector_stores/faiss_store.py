@@ -6,6 +6,7 @@ On disk, in one folder per (knowledge base, embedding model):
                       tombstones (``removed``) of chunks deleted since the last snapshot; ``meta``
   index.<seq>.faiss   a snapshot of the FAISS index as it was after save ``seq`` (inner product over
                       unit vectors, int64 ids); at most one is kept
+  keywords.<seq>.npz  the keyword (BM25) index at the same save: numpy arrays (np.load without pickle)
   CURRENT             the last committed seq: a cheap hint that lets other processes notice a change
 
 Writing: add/delete change the FAISS index and the keyword index in memory at once, and their rows
@@ -14,15 +15,16 @@ bumps ``seq``: the bytes written are those of the change, not of the store. Then
 A crash or kill at any point leaves the last commit; a CURRENT that lags behind it only makes other
 processes notice the change later. ``discard`` rolls the transaction back.
 
-Loading: the FAISS index comes from the newest snapshot not newer than the commit, then replays
-what came after it (tombstones removed, newer rows added); without a usable snapshot it is built
-from the rows. A new snapshot is written (and tombstones it covers pruned) only when the replay has
+Loading: the FAISS and keyword indexes come from the newest snapshot not newer than the commit, then
+replay what came after it (tombstones removed, newer rows added); without a usable snapshot they are
+built from the rows (the keyword index alone from the stored terms, when only its snapshot is missing
+or unreadable: at 1,000,000 chunks that was most of a 157 s load). A new snapshot is written (and tombstones it covers pruned) only when the replay has
 grown past max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_SHARE of the store), or when the index is IVF (whose
 training is costly) and no IVF snapshot exists: snapshot writes stay linear over a store's life.
 Another process's commits are caught up the same way (``refresh``), rows newer than ours.
 
-Memory: the FAISS index and the keyword (BM25) postings, built at load from the stored terms (nothing
-is tokenized again unless the tokenizer changed). Texts, metadata and doc ids stay in SQLite and are
+Memory: the FAISS index and the keyword (BM25) postings (nothing is tokenized again at load unless
+the tokenizer changed). Texts, metadata and doc ids stay in SQLite and are
 read on demand. Nothing is unpickled, so a file a client managed to write cannot run code.
 
 Stores saved by earlier versions (docs.<gen>.json, index.<gen>.faiss, keywords.<gen>.json) are
@@ -35,12 +37,14 @@ score <= score_threshold (the default threshold 1.0 keeps everything).
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import os
 import re
 import sqlite3
 import uuid
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -64,6 +68,7 @@ from server.knowledge_base.vector_stores.base import (  # noqa: F401 (re-exporte
 CURRENT_FILE = "CURRENT"
 DB_FILE = "store.sqlite"
 SNAPSHOT = re.compile(r"^index\.(\d+)\.faiss$")
+KEYWORD_SNAPSHOT = re.compile(r"^keywords\.(\d+)\.npz$")
 FORMAT_VERSION = 2
 # Bump when tokenize() changes, so stores saved with the old terms rebuild them on load.
 TOKENIZER_VERSION = 1
@@ -104,6 +109,7 @@ class FaissStore(VectorStore):
         self._pending_seq = 1  # the seq the open transaction's rows get
         self._snapshot_seq: int | None = None  # the snapshot the index in memory grew from (None: rows)
         self._snapshot_ivf = False
+        self._keyword_snapshot_missing = False  # the index snapshot has no keyword one (saved before them)
         self._since_snapshot = 0  # vectors added or removed since that snapshot
         # False after clear(): a rebuild (recreate) writes its rows to SQLite only, and the FAISS and
         # keyword indexes are made from the rows at the first read, so ingestion's memory does not grow
@@ -365,7 +371,7 @@ class FaissStore(VectorStore):
             if self._snapshot_due():
                 self._write_snapshot(folder)
             elif not self._indexes_built:  # cleared since: a snapshot would only be replayed away
-                for _, path in _snapshots(folder):
+                for _, path in _snapshots(folder) + _snapshots(folder, KEYWORD_SNAPSHOT):
                     path.unlink(missing_ok=True)
             _write_durably(folder / CURRENT_FILE, str(self.generation).encode())
             _remove_leftovers(folder)  # only a writer (holding the folder's lock) removes temporary files
@@ -423,7 +429,7 @@ class FaissStore(VectorStore):
     def _snapshot_due(self) -> bool:
         if not self._indexes_built:
             return False  # made at a later save, once a read has built the indexes
-        if isinstance(self.index, faiss.IndexIVF) and not self._snapshot_ivf:
+        if (isinstance(self.index, faiss.IndexIVF) and not self._snapshot_ivf) or self._keyword_snapshot_missing:
             return True
         return self._since_snapshot > max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_SHARE * len(self))
 
@@ -431,7 +437,12 @@ class FaissStore(VectorStore):
         """The index as of the last commit; then the older snapshots and the tombstones it covers go."""
         seq = self.generation
         _write_durably(folder / f"index.{seq}.faiss", faiss.serialize_index(self.index).tobytes())
+        keywords = io.BytesIO()
+        np.savez(keywords, tokenizer=np.array([TOKENIZER_VERSION]), **self.keywords.to_arrays())
+        _write_durably(folder / f"keywords.{seq}.npz", keywords.getvalue())
+        del keywords
         self._snapshot_seq, self._snapshot_ivf = seq, isinstance(self.index, faiss.IndexIVF)
+        self._keyword_snapshot_missing = False
         self._since_snapshot = 0
         try:  # one transaction of its own (seq does not change); 'pruned' first, so readers never miss it
             self._db.execute("BEGIN IMMEDIATE")
@@ -442,7 +453,7 @@ class FaissStore(VectorStore):
             if self._db.in_transaction:
                 self._db.rollback()  # never keep the write lock after a save
             raise
-        for old, path in _snapshots(folder):
+        for old, path in _snapshots(folder) + _snapshots(folder, KEYWORD_SNAPSHOT):
             if old != seq:
                 path.unlink(missing_ok=True)
 
@@ -531,9 +542,16 @@ class FaissStore(VectorStore):
             self._snapshot_seq, self.index = snapshot
             self._snapshot_ivf = isinstance(self.index, faiss.IndexIVF)
             self._since_snapshot = 0
-            self._replay_after(self._snapshot_seq, with_keywords=False)
-            self._load_keywords()
-            if self.index.ntotal == self._row_count():
+            keywords = self._read_keyword_snapshot(self._snapshot_seq)
+            self._keyword_snapshot_missing = keywords is None and not self.keywords_rebuilt
+            if keywords is not None:
+                self.keywords = keywords
+                self._replay_after(self._snapshot_seq)
+            else:
+                self._replay_after(self._snapshot_seq, with_keywords=False)
+                self._load_keywords()
+            rows = self._row_count()
+            if self.index.ntotal == rows == len(self.keywords):
                 return
             logger.warning("vector store in %s: snapshot %s does not match the rows, rebuilt", self.folder, snapshot[0])
             self.keywords.clear()
@@ -569,6 +587,23 @@ class FaissStore(VectorStore):
             if index.d == self.dimension:
                 return seq, index
         return None
+
+    def _read_keyword_snapshot(self, seq: int) -> BM25Index | None:
+        """The keyword index saved with snapshot ``seq``; None when missing, unreadable or made by another
+        tokenizer (then it is built from the stored terms)."""
+        if self.keywords_rebuilt:
+            return None
+        path = self.folder / f"keywords.{seq}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                if int(arrays["tokenizer"][0]) != TOKENIZER_VERSION:
+                    return None
+                return BM25Index.from_arrays(arrays)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+            logger.warning("keyword snapshot %s unreadable (%s): rebuilding it from the stored terms", path, exc)
+            return None
 
     def _replay_after(self, seq: int, with_keywords: bool = True) -> None:
         """Apply the tombstones and rows committed after ``seq`` to the indexes in memory."""
@@ -710,10 +745,10 @@ def _ivf_index_from(flat: faiss.IndexIDMap2) -> faiss.IndexIVFFlat:
     return index
 
 
-def _snapshots(folder: Path) -> list[tuple[int, Path]]:
+def _snapshots(folder: Path, pattern: re.Pattern = SNAPSHOT) -> list[tuple[int, Path]]:
     found = []
     for path in folder.iterdir():
-        match = SNAPSHOT.match(path.name)
+        match = pattern.match(path.name)
         if match:
             found.append((int(match.group(1)), path))
     return found
@@ -763,7 +798,7 @@ def _remove_leftovers(folder: Path) -> None:
     """Temporary files of saves that were killed, and files of the old layout a conversion left behind."""
     for path in folder.iterdir():
         parts = path.name.split(".")
-        old_file = len(parts) == 3 and parts[0] in ("docs", "keywords") and parts[1].isdigit()
+        old_file = len(parts) == 3 and parts[0] in ("docs", "keywords") and parts[1].isdigit() and parts[2] == "json"
         leftover_temporary = path.name.startswith(".") and path.name.endswith(".tmp")
         if old_file or leftover_temporary:
             try:

@@ -168,6 +168,73 @@ def test_a_snapshot_that_disagrees_with_the_rows_is_not_trusted(tmp_path, monkey
     assert loaded.index.ntotal == 4 and loaded.search(unit(21), top_k=1)[0].chunk.page_content != "text 1"
 
 
+def keyword_hits(store: FaissStore) -> list[list[tuple[str, float]]]:
+    from server.knowledge_base.keyword_index import tokenize
+
+    queries = ["text", "alpha beta", "gamma", "检索 知识库", "zebra"]
+    return [
+        sorted((chunk.page_content, round(score, 6)) for chunk, score in store.keyword_search(tokenize(q), 50))
+        for q in queries
+    ]
+
+
+def worded_store(tmp_path, monkeypatch) -> FaissStore:
+    """Saved with a keyword snapshot at its first save, then changed (adds, a delete, a replacement)."""
+    monkeypatch.setattr(faiss_store, "SNAPSHOT_MIN_CHANGES", 5)
+    words = ["alpha", "beta", "gamma", "检索", "知识库"]
+    store = FaissStore(DIM)
+    store.add([StoredChunk(f"d{i}", f"text {words[i % 5]} {words[i * 3 % 5]}", {"source": "a"}) for i in range(8)],
+              np.stack([unit(i) for i in range(8)]))
+    store.save(tmp_path)  # the snapshot: 8 changes
+    store.add([StoredChunk("d8", "gamma gamma", {"source": "b"})], unit(8).reshape(1, -1))
+    store.save(tmp_path)
+    store.delete(["d1"])
+    store.add([StoredChunk("d2", "zebra 检索", {"source": "a"}), StoredChunk("d9", "beta", {"source": "c"})],
+              np.stack([unit(2), unit(9)]))
+    store.save(tmp_path)  # 5 changes since the snapshot: replayed on top of it at load
+    return store
+
+
+def test_the_keyword_index_loads_from_its_snapshot_and_replays_the_changes_after_it(tmp_path, monkeypatch):
+    store = worded_store(tmp_path, monkeypatch)
+    assert sorted(p.name for p in tmp_path.glob("keywords.*.npz")) == ["keywords.1.npz"]
+    monkeypatch.setattr(FaissStore, "_load_keywords", lambda self: pytest.fail("read every row's terms"))
+    monkeypatch.setattr(FaissStore, "_rebuild_from_rows", lambda self: pytest.fail("did not trust the snapshot"))
+    loaded = FaissStore.load(tmp_path)
+    assert keyword_hits(loaded) == keyword_hits(store)
+    assert [c.page_content for c, _ in loaded.keyword_search(["zebra"], 5)] == ["zebra 检索"]
+    assert len(loaded.keywords) == len(loaded) == 9
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "short postings", "other tokenizer"])
+def test_a_missing_or_bad_keyword_snapshot_is_rebuilt_from_the_stored_terms(tmp_path, monkeypatch, damage):
+    store = worded_store(tmp_path, monkeypatch)
+    expected = keyword_hits(store)
+    store.discard()
+    (snapshot,) = tmp_path.glob("keywords.*.npz")
+    if damage == "missing":  # saved by a version before keyword snapshots
+        snapshot.unlink()
+    elif damage == "garbage":
+        snapshot.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        with np.load(snapshot) as saved:
+            arrays = dict(saved)
+        if damage == "short postings":
+            arrays["counts"] = arrays["counts"][:-2]
+        else:
+            arrays["tokenizer"] = arrays["tokenizer"] + 1
+        with open(snapshot, "wb") as handle:
+            np.savez(handle, **arrays)
+    loaded = FaissStore.load(tmp_path)
+    assert keyword_hits(loaded) == expected
+    monkeypatch.setattr(faiss_store, "SNAPSHOT_MIN_CHANGES", 100)  # not due by the count of changes
+    loaded.add([StoredChunk("d10", "alpha", {"source": "d"})], unit(10).reshape(1, -1))
+    loaded.save(tmp_path)  # a store without a usable keyword snapshot writes both at its next save
+    assert sorted(p.name for p in tmp_path.glob("*.faiss")) == ["index.4.faiss"]
+    assert sorted(p.name for p in tmp_path.glob("keywords.*.npz")) == ["keywords.4.npz"]
+    assert keyword_hits(FaissStore.load(tmp_path)) == keyword_hits(loaded)
+
+
 KILLER = textwrap.dedent(
     """
     import sys, numpy as np

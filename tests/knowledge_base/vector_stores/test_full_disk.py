@@ -131,7 +131,8 @@ def leftovers(folder) -> list[str]:
     """Files that are neither the store's nor its locks: temporary files, snapshots of failed saves."""
     kept = {"CURRENT", ".lock", faiss_store.DB_FILE, f"{faiss_store.DB_FILE}-wal", f"{faiss_store.DB_FILE}-shm"}
     names = sorted(p.name for p in folder.iterdir())
-    return [n for n in names if n not in kept and not faiss_store.SNAPSHOT.match(n)]
+    snapshots = (faiss_store.SNAPSHOT, faiss_store.KEYWORD_SNAPSHOT)
+    return [n for n in names if n not in kept and not any(pattern.match(n) for pattern in snapshots)]
 
 
 def found_by_keyword(store: FaissStore, word: str) -> list[str]:
