@@ -159,6 +159,7 @@ class MilvusStore(RemoteStore):
             schema.add_field("id", DataType.INT64, is_primary=True)
             schema.add_field("seq", DataType.INT64)
             schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
+            schema.add_field("terms", DataType.JSON)  # the deleted row's: other processes drop it with them
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
             index = self.client.prepare_index_params()
             index.add_index("vector", index_type="FLAT", metric_type="IP")
@@ -196,13 +197,24 @@ class MilvusStore(RemoteStore):
             self.client.insert(self.name, data[start : start + 1000])
 
     @_translated
-    def _delete(self, doc_ids: list[str]) -> None:
-        self.client.delete(self.name, ids=doc_ids)
+    def _delete(self, doc_ids: list[str]) -> dict[str, dict[str, int]]:
+        wanted = [d for d in doc_ids if _SAFE_ID.match(d)]
+        found: dict[str, dict[str, int]] = {}
+        for start in range(0, len(wanted), MAX_RESULTS):
+            for item in self.client.get(self.name, ids=wanted[start : start + MAX_RESULTS], output_fields=["terms"]):
+                found[item["doc_id"]] = item.get("terms") or {}
+        if not found:
+            return {}
+        self.client.delete(self.name, ids=list(found))
         # Logged after the rows go: a crash in between leaves a stale keyword entry, not a lost chunk.
-        first = self._take_seqs(len(doc_ids))
-        entries = [{"seq": first + i, "doc_id": d, "vector": [1.0, 0.0]} for i, d in enumerate(doc_ids)]
+        first = self._take_seqs(len(found))
+        entries = [
+            {"seq": first + i, "doc_id": doc_id, "terms": terms, "vector": [1.0, 0.0]}
+            for i, (doc_id, terms) in enumerate(found.items())
+        ]
         for start in range(0, len(entries), 1000):
             self.client.insert(self.log_name, entries[start : start + 1000])
+        return found
 
     def _take_seqs(self, count: int) -> int:
         """The first of ``count`` new numbers for this write block's rows or logged deletions."""
@@ -276,19 +288,22 @@ class MilvusStore(RemoteStore):
             iterator.close()
 
     @_translated
-    def _deleted_after(self, position: int) -> list[str] | None:
+    def _deleted_after(self, position: int) -> list[tuple[str, dict[str, int] | None]] | None:
         if self._log_counter is None or position < self._horizon:
             return None
         iterator = self.client.query_iterator(
-            self.log_name, batch_size=MAX_RESULTS, filter=f"seq > {int(position)}", output_fields=["doc_id"]
+            self.log_name,
+            batch_size=MAX_RESULTS,
+            filter=f"seq > {int(position)}",
+            output_fields=["seq", "doc_id", "terms"],
         )
-        deleted: list[str] = []
+        deleted: list[tuple[int, str, dict[str, int] | None]] = []
         try:
             while batch := iterator.next():
-                deleted += [item["doc_id"] for item in batch]
+                deleted += [(item["seq"], item["doc_id"], item.get("terms")) for item in batch]
         finally:
             iterator.close()
-        return deleted
+        return [(doc_id, terms) for _, doc_id, terms in sorted(deleted, key=lambda entry: entry[0])]
 
     def _current_position(self) -> int | None:
         # The counter read with the marker, before the rows: every number up to it was written then.

@@ -134,6 +134,8 @@ class PgStore(RemoteStore):
                 f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (name text NOT NULL, seq bigint NOT NULL, "
                 "doc_id text NOT NULL, PRIMARY KEY (name, seq, doc_id))"
             )
+            # The deleted row's terms, so other processes' keyword indexes can drop it without keeping them.
+            self.connection.execute(f"ALTER TABLE {CHANGES_TABLE} ADD COLUMN IF NOT EXISTS terms jsonb")
             self.connection.execute(
                 f"CREATE TABLE IF NOT EXISTS {t} (seq bigserial, doc_id text PRIMARY KEY, source text, "
                 f"text text NOT NULL, metadata jsonb NOT NULL, terms jsonb NOT NULL, "
@@ -209,13 +211,15 @@ class PgStore(RemoteStore):
         self._block.index_dropped = False
 
     @_translated
-    def _delete(self, doc_ids: list[str]) -> None:
+    def _delete(self, doc_ids: list[str]) -> dict[str, dict[str, int]]:
         self._begin()
-        self.connection.execute(f"DELETE FROM {self.table} WHERE doc_id = ANY(%s)", (doc_ids,))
-        self.connection.execute(
-            f"INSERT INTO {CHANGES_TABLE} (name, seq, doc_id) SELECT %s, nextval(%s), unnest(%s::text[])",
-            (self.table, self._sequence, doc_ids),
-        )
+        found = self.connection.execute(
+            f"WITH gone AS (DELETE FROM {self.table} WHERE doc_id = ANY(%s) RETURNING doc_id, terms) "
+            f"INSERT INTO {CHANGES_TABLE} (name, seq, doc_id, terms) SELECT %s, nextval(%s), doc_id, terms FROM gone "
+            "RETURNING doc_id, terms",
+            (doc_ids, self.table, self._sequence),
+        ).fetchall()
+        return dict(found)
 
     @_translated
     def _fetch(self, doc_ids: list[str], with_vectors: bool) -> dict[str, Row]:
@@ -285,9 +289,10 @@ class PgStore(RemoteStore):
         if horizon is None or position < horizon[0]:
             return None
         found = self.connection.execute(
-            f"SELECT doc_id FROM {CHANGES_TABLE} WHERE name = %s AND seq > %s", (self.table, position)
+            f"SELECT doc_id, terms FROM {CHANGES_TABLE} WHERE name = %s AND seq > %s ORDER BY seq",
+            (self.table, position),
         ).fetchall()
-        return [row[0] for row in found]
+        return [(doc_id, terms) for doc_id, terms in found]
 
     @_translated
     def _current_position(self) -> int | None:

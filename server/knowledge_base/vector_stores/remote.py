@@ -3,7 +3,9 @@
 Vectors, texts and metadata live on the server; so do each chunk's search terms (counts by term),
 made once by the project's tokenizer when the chunk is added. The BM25 side is the project's own
 index (keyword_index/), held in memory and built from those stored terms, so keyword scores and the
-hybrid fusion mean exactly what they mean on FAISS. (Milvus's own BM25 was measured and not used:
+hybrid fusion mean exactly what they mean on FAISS. It keeps only the packed postings, not each
+chunk's terms (those would cost several KB a chunk in every API process): a removal is handed the
+terms by the server (the deleted rows', and the change log keeps them with each deletion). (Milvus's own BM25 was measured and not used:
 docs/vector_stores.md.)
 
 Other processes may change the same store. Every write block ends by storing a new random "change
@@ -49,7 +51,7 @@ class RemoteStore(VectorStore):
 
     def __init__(self, dimension: int):
         self.dimension = dimension
-        self.keywords = BM25Index()
+        self.keywords = BM25Index(keep_terms=False)
         self._keys: dict[str, int] = {}  # doc id -> key in the keyword index
         self._doc_ids: dict[int, str] = {}
         self._next_key = 0
@@ -70,7 +72,8 @@ class RemoteStore(VectorStore):
     def _insert(self, rows: list[Row]) -> None: ...
 
     @abstractmethod
-    def _delete(self, doc_ids: list[str]) -> None: ...
+    def _delete(self, doc_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Delete those of ``doc_ids`` that are stored and log them; their terms, by id."""
 
     @abstractmethod
     def _fetch(self, doc_ids: list[str], with_vectors: bool) -> dict[str, Row]: ...
@@ -109,8 +112,9 @@ class RemoteStore(VectorStore):
         """(doc id, terms) of the rows stored after ``position`` (0: every row), in batches."""
 
     @abstractmethod
-    def _deleted_after(self, position: int) -> list[str] | None:
-        """Ids deleted after ``position``; None when the log cannot tell (pruned, cleared, not begun)."""
+    def _deleted_after(self, position: int) -> list[tuple[str, dict[str, int] | None]] | None:
+        """(id, its terms then) of each deletion after ``position``, oldest first; None when the log
+        cannot tell (pruned, cleared, not begun). Terms may be None (logged before they were kept)."""
 
     @abstractmethod
     def _current_position(self) -> int | None:
@@ -146,8 +150,8 @@ class RemoteStore(VectorStore):
         """Apply other processes' changes since self._position. Rows stored after it are the current
         state of their ids (a replaced chunk gets a new seq), so deletions go first and the rows
         after: an id deleted and stored again since is among the rows and comes back."""
-        for doc_id in deleted:
-            self._forget(doc_id)
+        for doc_id, terms in deleted:  # oldest first: the first deletion of an id is of the version we hold
+            self._forget(doc_id, terms)
         for rows in self._terms_after(self._position, 5000):
             self.keyword_rows_read += len(rows)
             for doc_id, terms in rows:
@@ -161,11 +165,13 @@ class RemoteStore(VectorStore):
         self._keys[doc_id] = key
         self._doc_ids[key] = doc_id
 
-    def _forget(self, doc_id: str) -> None:
+    def _forget(self, doc_id: str, terms: dict[str, int] | None = None) -> None:
+        """Drop a chunk from the keyword index. Without its terms (or with wrong ones) the index finds
+        them by scanning every term's postings: correct, but slow on a large vocabulary."""
         key = self._keys.pop(doc_id, None)
         if key is not None:
             del self._doc_ids[key]
-            self.keywords.remove(key)
+            self.keywords.remove(key, terms)
 
     # ---- reading -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -228,13 +234,12 @@ class RemoteStore(VectorStore):
         return [chunk.doc_id for chunk in chunks]
 
     def delete(self, doc_ids: list[str]) -> int:
-        present = list(self._fetch(doc_ids, with_vectors=False)) if doc_ids else []
-        if present:
-            self._delete(present)
+        removed = self._delete(list(dict.fromkeys(doc_ids))) if doc_ids else {}
+        if removed:
             self.dirty = True
-        for doc_id in present:
-            self._forget(doc_id)
-        return len(present)
+        for doc_id, terms in removed.items():
+            self._forget(doc_id, terms)
+        return len(removed)
 
     def clear(self) -> None:
         self._remove_all()

@@ -13,7 +13,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from server.knowledge_base.keyword_index import tokenize
+from server.knowledge_base.keyword_index import BM25Index, tokenize
 from configs.settings import MilvusConfig
 from server.knowledge_base.vector_stores import StoredChunk, milvus_store, pg_store
 from server.knowledge_base.vector_stores.milvus_store import MilvusStore
@@ -85,7 +85,10 @@ def stores(request, tmp_path):
         store.discard()
 
 
-def test_a_foreign_write_is_caught_up_from_the_changed_rows_only(stores):
+def test_a_foreign_write_is_caught_up_from_the_changed_rows_only(stores, monkeypatch):
+    # Removals are handed their terms (the deleted rows', logged with each deletion): the keyword index
+    # keeps no chunk's terms, and never scans every term's postings to find them.
+    monkeypatch.setattr(BM25Index, "_scan_terms", lambda self, slot: pytest.fail("scanned for a chunk's terms"))
     writer, reader = stores(), stores()
     write(writer, lambda s: s.add(chunks(0, 60), vectors(60, 1)))
     reader.refresh()
@@ -102,6 +105,7 @@ def test_a_foreign_write_is_caught_up_from_the_changed_rows_only(stores):
     assert reader.full_rebuilds == 1  # no re-read of the 60 rows
     assert reader.keyword_rows_read == 60 + 3  # c60, c62 and the replaced c5
     assert reader.keywords is index and len(index) == 60 + 3 - 3 == len(reader)
+    assert not index._doc_terms and not writer.keywords._doc_terms
 
     rebuilt = stores()
     rebuilt.refresh()
