@@ -274,10 +274,12 @@ class MilvusStore(RemoteStore):
 
     @_translated
     def _terms_after(self, position: int, batch_size: int) -> Iterator[list[tuple[str, dict[str, int]]]]:
-        """(doc id, terms) of the rows numbered after ``position`` (0: all); only the two fields needed."""
+        """(doc id, terms) of the rows numbered after ``position`` (0: all); only the two fields needed.
+        In pages as large as Milvus allows: Milvus Lite scans the collection for every page (reading all
+        terms took 14.4 s at 80,000 rows in pages of 5,000, 8.2 s in pages of 16,384)."""
         iterator = self.client.query_iterator(
             self.name,
-            batch_size=batch_size,
+            batch_size=MAX_RESULTS,
             filter=f"seq > {int(position)}" if position else "",
             output_fields=["doc_id", "terms"],
         )
