@@ -1,7 +1,8 @@
-"""Knowledge-base write locks that hold across processes, and across hosts when the metadata is in PostgreSQL.
+"""Locks that hold across processes, and across hosts when the metadata is in PostgreSQL.
 
 Every write to a knowledge base (its store, its rows, its files) happens under that knowledge base's lock
-(``service.writing_to``). Which lock depends on where the metadata database lives:
+(``service.writing_to``); appends to one file-chat upload take that upload's lock (``temp_stores``). Which
+lock depends on where the metadata database lives:
 
 * PostgreSQL (``SQLALCHEMY_DATABASE_URI`` ``postgresql...``): a session-level ``pg_advisory_lock`` on the
   metadata server, so API processes on several hosts that share that server exclude each other. The lock is
@@ -10,8 +11,8 @@ Every write to a knowledge base (its store, its rows, its files) happens under t
   process, a network cut) takes its locks with it, so a lock never outlives its holder. The key is 64 bits of
   a hash of a fixed prefix and the knowledge base's name: the same on every host, and apart from the other
   advisory locks of the project (``pg_store``'s schema lock uses ``hashtext``, 32 bits).
-* Anything else (SQLite, the default): a file lock under ``KB_ROOT/.locks``. SQLite is one file on one
-  host's disk, so its users share that host, and a lock on its disk is enough.
+* Anything else (SQLite, the default): a file lock (a knowledge base's under ``KB_ROOT/.locks``). SQLite is
+  one file on one host's disk, so its users share that host, and a lock on its disk is enough.
 
 Neither lock is re-entrant; ``writing_to`` tracks what each thread holds. On PostgreSQL one more advisory lock,
 ``SCHEMA_LOCK_KEY``, makes processes that start at once create or upgrade the metadata tables one at a time.
@@ -23,6 +24,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from filelock import FileLock
 from sqlalchemy import Engine, create_engine, text
@@ -43,11 +45,6 @@ def uses_postgresql(database_url: str) -> bool:
     return database_url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
-def advisory_key(kb_name: str) -> int:
-    """The knowledge base's advisory-lock key: a signed 64-bit integer, as pg_advisory_lock takes."""
-    return _key(KEY_PREFIX + kb_name.encode("utf-8"))
-
-
 def _key(name: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
 
@@ -56,17 +53,27 @@ def _key(name: bytes) -> int:
 SCHEMA_LOCK_KEY = _key(b"chatkb:metadata-schema")
 
 
-@contextmanager
-def kb_write_lock(kb_name: str) -> Iterator[None]:
+def kb_write_lock(kb_name: str):
     """Hold the knowledge base's write lock (waiting as long as it takes) for the block."""
+    return shared_lock(KEY_PREFIX + kb_name.encode("utf-8"), paths.kb_lock_path(kb_name))
+
+
+def temp_store_lock(temp_id: str, lock_file: Path):
+    """Hold the lock of one file-chat upload (its appends take turns) for the block."""
+    return shared_lock(b"chatkb:temp-store:" + temp_id.encode("utf-8"), lock_file)
+
+
+@contextmanager
+def shared_lock(name: bytes, lock_file: Path) -> Iterator[None]:
+    """Lock ``name`` for every process that shares the metadata database: an advisory lock on PostgreSQL,
+    else a file lock on ``lock_file``."""
     database_url = get_settings().database_url
     if uses_postgresql(database_url):
-        with advisory_lock(database_url, advisory_key(kb_name)):
+        with advisory_lock(database_url, _key(name)):
             yield
         return
-    lock_path = paths.kb_lock_path(kb_name)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path)):
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_file)):
         yield
 
 

@@ -7,7 +7,8 @@ system) answers a file chat on an id another process handed out. One folder per 
 
     <id>/meta.json     {"version", "embed_model", "files"}: replaced atomically; its mtime is the last use
     <id>/<version>/    the store as FaissStore.save wrote it; every change saves a new version, then drops the old
-    <id>/.lock         serialises appends to one id (a file lock: processes of one host)
+    <id>/.lock         serialises appends to one id (a file lock: processes of one host; with the metadata in
+                       PostgreSQL, an advisory lock there instead, which holds across hosts: locks.py)
 
 Readers load the version meta.json names, so a reader never sees half of an append. Each process keeps the
 CACHED_MEMO_VS_NUM ids it used last in memory and reloads one when its version changed. An id unused for
@@ -31,14 +32,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from filelock import FileLock
-
 from configs import get_settings
 from server.knowledge_base.embeddings import get_embeddings
 from server.knowledge_base.embeddings.fingerprint import vector_cache_namespace
 from server.knowledge_base.ingest import ChunkingOptions, ParseTask, parse_files
 from server.knowledge_base.ingest_cache import cache_location, open_cache
 from server.knowledge_base.ingest_cache.vectors import VectorCache, embed_with_cache
+from server.knowledge_base.locks import temp_store_lock
 from server.knowledge_base.paths import validate_file_name
 from server.knowledge_base.search import SearchOptions, finish, prepare_query, rank_candidates
 from server.knowledge_base.vector_stores import StoreCorrupted
@@ -95,7 +95,7 @@ class TempStoreRegistry:
             vectors, _ = embed_with_cache(backend, [c.page_content for c in chunks], _vector_cache(backend))
         folder = self.root / temp_id
         folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / LOCK_FILE)):
+        with temp_store_lock(temp_id, folder / LOCK_FILE):
             try:
                 entry = self._open(temp_id)
             except TempStoreNotFound:  # a new id, or one that expired meanwhile: it starts empty

@@ -1,5 +1,6 @@
 """With the metadata in PostgreSQL, a knowledge base's write lock is an advisory lock on that server: another
-process (on any host) holding it makes writers here wait, and other knowledge bases are not held up."""
+process (on any host) holding it makes writers here wait, and other knowledge bases are not held up. The
+same holds for appends to one file-chat upload."""
 
 from __future__ import annotations
 
@@ -143,3 +144,46 @@ def test_processes_creating_the_tables_at_once_all_succeed(pg_metadata, tmp_path
     from server.db.engine import SCHEMA_VERSION
 
     assert [out.strip() for out, _ in outcomes] == [str(SCHEMA_VERSION)] * 4, [err[-500:] for _, err in outcomes]
+
+
+TEMP_HOLDER = """
+import sys
+from pathlib import Path
+from server.knowledge_base.locks import temp_store_lock
+with temp_store_lock(sys.argv[1], Path(sys.argv[2])):
+    print("held", flush=True)
+    sys.stdin.readline()  # hold until told
+"""
+
+
+def test_an_append_to_a_file_chat_upload_waits_for_another_hosts_append(pg_metadata, kb_root, tmp_path):
+    from server.knowledge_base import service
+    from server.knowledge_base.temp_stores import TempStoreRegistry
+
+    registry = TempStoreRegistry(4, 600, kb_root / ".temp_stores")
+    temp_id, _ = registry.add_files([("ferry.txt", b"The ferry leaves from pier 9.")], service.default_chunking())
+    # Another host: its lock file is on its own disk, so only the advisory lock can make us wait.
+    env = child_env(tmp_path, CHATCHAT_SQLALCHEMY_DATABASE_URI=pg_metadata)
+    other_disk = tmp_path / "other-host" / ".lock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TEMP_HOLDER, temp_id, str(other_disk)], cwd=REPO_ROOT, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        appended = threading.Event()
+
+        def append():
+            registry.add_files([("bakery.txt", b"Rye bread on Saturdays.")], service.default_chunking(), temp_id)
+            appended.set()
+
+        threading.Thread(target=append, daemon=True).start()
+        assert not appended.wait(2)  # waits for the other host's append
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert appended.wait(30)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    hits = registry.search(temp_id, "ferry rye", 3, 1.0, "keyword")
+    assert {hit.chunk.metadata["source"] for hit in hits} == {"ferry.txt", "bakery.txt"}
