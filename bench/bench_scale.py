@@ -157,7 +157,7 @@ def run_store(
     print(
         f"{name:12s} build {build:7.1f} s  save {save:6.2f} s  load {load:6.2f} s  "
         f"1 client p50 {p50:6.2f} ms p95 {p95:6.2f} ms  "
-        f"{'8 clients' if threads else '8 clients (serialised)'} p50 {m50:6.2f} ms p95 {m95:6.2f} ms {len(many) / wall:7.0f} req/s  "
+        f"{'8 clients' if threads else '8 clients (serialised)'} p50 {m50:6.2f} ms p95 {m95:6.2f} ms {len(many) / wall:7.1f} req/s  "
         f"recall@10 {recall:.3f}  memory +{memory:.0f} MB{server}{catch_up}",
         flush=True,
     )
