@@ -88,7 +88,7 @@ class PgConfig(BaseModel):
     connection_uri: str = ""  # postgresql://user:password@host:5432/database
     # Rows the HNSW index gathers per search (pgvector's hnsw.ef_search; at least the rows asked for).
     # Higher finds more of the true nearest chunks in large tables, at the cost of slower searches.
-    ef_search: int = Field(200, ge=10, le=1000)  # docs/vector_stores.md: 1,000,000 chunks
+    ef_search: int = Field(100, ge=10, le=1000)  # docs/vector_stores.md: 1,000,000 chunks
 
 
 class KbsConfig(BaseModel):

@@ -45,9 +45,10 @@ BULK_LOAD_ROWS = 2_000
 INDEX_BUILD_MEMORY_CAP_MB = 2048
 CONNECT_TIMEOUT_SECONDS = 5
 # HNSW finds at most ef_search rows per query (pgvector's default 40), raised to the rows asked for.
-# 200 by default (KBS_CONFIG.pg.ef_search): on bench_scale's 1,000,000 chunks recall@10 against exact
-# search was 0.64 with 40, 0.82 with 100 and 0.90 with 200, for 3.8, 5.4 and 7.0 ms a search.
-DEFAULT_EF_SEARCH = 200
+# 100 by default (KBS_CONFIG.pg.ef_search): on bench_scale's 1,000,000 chunks recall@10 against exact
+# search was 0.64 with 40, 0.82 with 100 and 0.90 with 200, for 3.8, 5.4 and 7.0 ms a search. Not 200:
+# pgvector's planner costs an index scan by ef_search, and at 6,000 rows it then chose a full scan.
+DEFAULT_EF_SEARCH = 100
 MAX_EF_SEARCH = 1000  # pgvector's own limit
 
 
