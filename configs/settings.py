@@ -89,6 +89,10 @@ class PgConfig(BaseModel):
     # Rows the HNSW index gathers per search (pgvector's hnsw.ef_search; at least the rows asked for).
     # Higher finds more of the true nearest chunks in large tables, at the cost of slower searches.
     ef_search: int = Field(100, ge=10, le=1000)  # docs/vector_stores.md: 1,000,000 chunks
+    # The HNSW graph's links per row and build-time candidates (pgvector's defaults). Larger: better
+    # recall in large tables, slower builds; applied when the index is next built (--recreate-vs).
+    hnsw_m: int = Field(16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
 
 
 class KbsConfig(BaseModel):

@@ -38,7 +38,7 @@ def open_remote_store(vs_type: str, key: tuple[str, str], folder: Path, dimensio
     if vs_type == "pg":
         from server.knowledge_base.vector_stores.pg_store import PgStore
 
-        return PgStore(dimension, config.pg.connection_uri, store_name(key), config.pg.ef_search)
+        return PgStore(dimension, config.pg.connection_uri, store_name(key), config.pg)
     raise StoreSettingsError(f"unsupported vector store type '{vs_type}' (supported: {', '.join(SUPPORTED_VS_TYPES)})")
 
 

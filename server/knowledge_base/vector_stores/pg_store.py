@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import psycopg
 
+from configs.settings import PgConfig
 from server.knowledge_base.vector_stores.base import StoredChunk, StoreSettingsError, StoreUnavailable
 from server.knowledge_base.vector_stores.remote import RemoteStore, Row
 
@@ -48,7 +49,6 @@ CONNECT_TIMEOUT_SECONDS = 5
 # 100 by default (KBS_CONFIG.pg.ef_search): on bench_scale's 1,000,000 chunks recall@10 against exact
 # search was 0.64 with 40, 0.82 with 100 and 0.90 with 200, for 3.8, 5.4 and 7.0 ms a search. Not 200:
 # pgvector's planner costs an index scan by ef_search, and at 6,000 rows it then chose a full scan.
-DEFAULT_EF_SEARCH = 100
 MAX_EF_SEARCH = 1000  # pgvector's own limit
 
 
@@ -100,11 +100,13 @@ def connect(uri: str) -> psycopg.Connection:
 
 
 class PgStore(RemoteStore):
-    def __init__(self, dimension: int, uri: str, name: str, ef_search: int = DEFAULT_EF_SEARCH):
+    def __init__(self, dimension: int, uri: str, name: str, settings: PgConfig | None = None):
         super().__init__(dimension)
+        settings = settings or PgConfig()
         self.address = describe(uri)
         self.table = name
-        self.min_ef_search = ef_search
+        self.min_ef_search = settings.ef_search
+        self.hnsw = (settings.hnsw_m, settings.hnsw_ef_construction)
         self.connection = connect(uri)
         self._ef_search = 40
         self._block = _WriteBlock()
@@ -148,7 +150,7 @@ class PgStore(RemoteStore):
             self.connection.execute(f"ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN")
             self.connection.execute(f"CREATE INDEX IF NOT EXISTS {t}_source ON {t} (source, seq)")
             self.connection.execute(f"CREATE INDEX IF NOT EXISTS {t}_seq ON {t} (seq)")
-            self.connection.execute(_create_hnsw_index(t))
+            self.connection.execute(_create_hnsw_index(t, *self.hnsw))
             self.connection.execute(
                 f"INSERT INTO {MARKERS_TABLE} (name, marker) VALUES (%s, NULL) ON CONFLICT (name) DO NOTHING", (t,)
             )
@@ -206,7 +208,7 @@ class PgStore(RemoteStore):
         memory_mb = int(min(INDEX_BUILD_MEMORY_CAP_MB, max(64, wanted_mb)))
         self.connection.execute(f"SET maintenance_work_mem = '{memory_mb}MB'")
         try:
-            self.connection.execute(_create_hnsw_index(self.table))
+            self.connection.execute(_create_hnsw_index(self.table, *self.hnsw))
         finally:
             self.connection.execute("RESET maintenance_work_mem")
         self._block.index_dropped = False
@@ -389,8 +391,11 @@ class _WriteBlock:
     index_dropped: bool = False
 
 
-def _create_hnsw_index(table: str) -> str:
-    return f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw (embedding vector_ip_ops)"
+def _create_hnsw_index(table: str, m: int, ef_construction: int) -> str:
+    return (
+        f"CREATE INDEX IF NOT EXISTS {table}_hnsw ON {table} USING hnsw (embedding vector_ip_ops) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+    )
 
 
 def _source(chunk: StoredChunk) -> str | None:

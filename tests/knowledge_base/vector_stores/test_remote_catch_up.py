@@ -208,18 +208,26 @@ def test_searches_use_the_hnsw_index_once_the_table_is_analyzed(pg_database):
         store.discard()
 
 
-def test_ef_search_setting_reaches_the_session(pg_database, kb_root, monkeypatch):
-    """KBS_CONFIG.pg.ef_search trades search time for recall on large tables; a search asking for more
-    rows than it raises it for that search (HNSW returns at most ef_search rows)."""
+def test_hnsw_settings_reach_the_index_and_the_session(pg_database, kb_root, monkeypatch):
+    """KBS_CONFIG.pg's HNSW settings trade build and search time for recall on large tables: the graph's
+    are in the index definition, ef_search is the session's, raised for a search asking for more rows
+    (HNSW returns at most ef_search rows)."""
     from configs import reload_settings
-    from server.knowledge_base.vector_stores import open_remote_store
+    from server.knowledge_base.vector_stores import open_remote_store, store_name
 
     monkeypatch.setenv("CHATCHAT_KBS_CONFIG__PG__CONNECTION_URI", pg_database)
     monkeypatch.setenv("CHATCHAT_KBS_CONFIG__PG__EF_SEARCH", "300")
+    monkeypatch.setenv("CHATCHAT_KBS_CONFIG__PG__HNSW_M", "24")
+    monkeypatch.setenv("CHATCHAT_KBS_CONFIG__PG__HNSW_EF_CONSTRUCTION", "100")
     reload_settings()
     store = open_remote_store("pg", ("kb", "model"), kb_root, DIMENSION)
     try:
         write(store, lambda s: s.add(chunks(0, 20), vectors(20, 5)))
+        with psycopg.connect(pg_database) as connection:
+            index = f"{store_name(('kb', 'model'))}_hnsw"
+            found = connection.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (index,))
+            definition = found.fetchone()[0].replace(" ", "")
+        assert "(m='24',ef_construction='100')" in definition
 
         def ef_search_after_search(top_k: int) -> int:
             store.search(vectors(1, 6)[0], top_k)
