@@ -366,13 +366,14 @@ class MilvusStore(RemoteStore):
 
 
 def _parse_marker(value: str | None) -> tuple[str | None, int | None, int]:
-    """(token, counter, horizon) of a stored marker; a marker from before the log has only a token."""
+    """(token, counter, horizon) of a stored marker. A marker from before the log has only a token, and
+    one that cannot be read is taken as such: readers rebuild in full, the next writer numbers afresh."""
     if value is None:
         return None, None, 0
     parts = value.split(" ")
-    if len(parts) != 3:
-        return value, None, 0
-    return parts[0], int(parts[1]), int(parts[2])
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0], int(parts[1]), int(parts[2])
+    return value, None, 0
 
 
 def _source_key(source) -> str:
