@@ -30,6 +30,7 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ from pymilvus import DataType, MilvusClient, MilvusException
 
 from server.knowledge_base.vector_stores.base import StoredChunk, StoreSettingsError, StoreUnavailable
 from server.knowledge_base.vector_stores.remote import RemoteStore, Row
+
+logger = logging.getLogger(__name__)
 
 LITE_FILE = "milvus.db"
 MAX_TEXT_BYTES = 65535  # Milvus's VARCHAR limit
@@ -107,6 +110,7 @@ class MilvusStore(RemoteStore):
         self._horizon = 0  # the first number the deletion log still holds
         self._last_seq: int | None = None  # the last number this write block used (None: no block open)
         self._cleared_at = 0  # the number this write block's clear took (the log starts again after it)
+        self._block_base: int | None = None  # the counter this write block numbered on from
         try:
             self.client = MilvusClient(**options)
         except MilvusException as exc:
@@ -324,6 +328,7 @@ class MilvusStore(RemoteStore):
         token, self._log_counter, self._horizon = _parse_marker(found[0]["marker"] if found else None)
         if writing:  # no counter yet: number on from the clock, above the clock numbers older rows got
             self._last_seq = time.time_ns() if self._log_counter is None else self._log_counter
+            self._block_base = self._log_counter
         return token
 
     @_translated
@@ -332,11 +337,28 @@ class MilvusStore(RemoteStore):
             self._take_seqs(0)
         counter = self._last_seq
         horizon = max(self._horizon, self._cleared_at, counter - LOG_KEEP)
+        if self._written_by_another_meanwhile():
+            logger.warning(
+                "Milvus store %s was written by another process during this write block: writers of a "
+                "knowledge base must share its write lock (PostgreSQL metadata for several hosts). Every "
+                "process rebuilds its keyword index from the rows at its next catch-up.",
+                self.name,
+            )
+            counter = max(counter, self._log_counter or 0)
+            horizon = counter + 1  # behind every position: all rebuild
         if horizon > self._horizon:
             self.client.delete(self.log_name, filter=f"seq < {horizon}")
         value = f"{marker} {counter} {horizon}"
         self.client.upsert(self.marker_name, [{"name": "marker", "marker": value, "vector": [1.0, 0.0]}])
         self._log_counter, self._horizon = counter, horizon
+
+    def _written_by_another_meanwhile(self) -> bool:
+        """Whether the stored counter moved since this block began: then both blocks' numbers overlap,
+        and only a full rebuild is right (one read of the marker per write block)."""
+        found = self.client.get(self.marker_name, ids=["marker"], output_fields=["marker"])
+        _, stored, _ = _parse_marker(found[0]["marker"] if found else None)
+        self._log_counter = stored
+        return stored != self._block_base
 
     @_translated
     def _commit(self) -> None:

@@ -259,3 +259,31 @@ def test_a_milvus_store_from_before_the_change_log_is_rebuilt_once_then_caught_u
     finally:
         writer.discard()
         reader.discard()
+
+
+def test_milvus_writers_that_do_not_take_turns_make_every_reader_rebuild(tmp_path, caplog):
+    """Writers must share the knowledge base's write lock; two that do not (a misconfiguration) number
+    their rows from the same counter, which only a full rebuild survives: the second one says so."""
+    first, second, reader = (MilvusStore(DIMENSION, MilvusConfig(), tmp_path, TABLE) for _ in range(3))
+    try:
+        write(first, lambda s: s.add(chunks(0, 10), vectors(10, 1)))
+        reader.refresh()
+        first.refresh(writing=True)
+        second.refresh(writing=True)  # no lock between them: both begin from the same counter
+        first.add(chunks(10, 3, "kiwi"), vectors(3, 2))
+        second.delete(["c0"])
+        second.add(chunks(20, 2, "fig"), vectors(2, 3))
+        first.save(None)
+        reader.refresh()  # now past the numbers the second writer is about to store
+        with caplog.at_level("WARNING"):
+            second.save(None)
+        assert "written by another process" in caplog.text
+        reader.refresh()
+        assert reader.full_rebuilds == 2 and len(reader.keywords) == 10 + 3 - 1 + 2
+        rebuilt = MilvusStore(DIMENSION, MilvusConfig(), tmp_path, TABLE)
+        rebuilt.refresh()
+        assert [sorted(h) for h in keyword_results(reader)] == [sorted(h) for h in keyword_results(rebuilt)]
+        rebuilt.discard()
+    finally:
+        for store in (first, second, reader):
+            store.discard()
