@@ -16,8 +16,10 @@ sequences, so the marker row carries the counter: ``"<random token> <last number
 writer of a knowledge base holds its write lock (service.writing_to: a PostgreSQL advisory lock or a
 file lock) for the whole write block, so writers on every host take turns; a block numbers its rows
 and logged deletions on from the counter it read and stores the new counter with the marker, last.
-So every number up to a marker's counter belongs to a finished block, and a reader that read the
-marker before the rows misses nothing: rows and deletions numbered after it are read again next time.
+So every number up to a marker's counter belongs to a finished block. A reader reads the marker, then
+only the rows and deletions numbered up to its counter: what it holds is then exactly some finished
+state (a block still being written is read at the next catch-up), so each logged deletion it applies
+is of the version it holds, and the deleted row's logged terms remove it exactly.
 The horizon is where the log begins (it is pruned to LOG_KEEP numbers, and a clear starts it again);
 a reader behind it rebuilds in full. A marker written before the log existed carries no counter:
 readers rebuild in full once, and the first writer numbers on from the clock (the ``seq`` written
@@ -282,10 +284,7 @@ class MilvusStore(RemoteStore):
         In pages as large as Milvus allows: Milvus Lite scans the collection for every page (reading all
         terms took 14.4 s at 80,000 rows in pages of 5,000, 8.2 s in pages of 16,384)."""
         iterator = self.client.query_iterator(
-            self.name,
-            batch_size=MAX_RESULTS,
-            filter=f"seq > {int(position)}" if position else "",
-            output_fields=["doc_id", "terms"],
+            self.name, batch_size=MAX_RESULTS, filter=self._numbered(position), output_fields=["doc_id", "terms"]
         )
         try:
             while batch := iterator.next():
@@ -298,10 +297,7 @@ class MilvusStore(RemoteStore):
         if self._log_counter is None or position < self._horizon:
             return None
         iterator = self.client.query_iterator(
-            self.log_name,
-            batch_size=MAX_RESULTS,
-            filter=f"seq > {int(position)}",
-            output_fields=["seq", "doc_id", "terms"],
+            self.log_name, batch_size=MAX_RESULTS, filter=self._numbered(position), output_fields=["seq", "doc_id", "terms"]
         )
         deleted: list[tuple[int, str, dict[str, int] | None]] = []
         try:
@@ -310,6 +306,13 @@ class MilvusStore(RemoteStore):
         finally:
             iterator.close()
         return [(doc_id, terms) for _, doc_id, terms in sorted(deleted, key=lambda entry: entry[0])]
+
+    def _numbered(self, position: int) -> str:
+        """The filter for numbers after ``position`` (0: from the start) and up to the marker's counter."""
+        bounds = [f"seq > {int(position)}"] if position else []
+        if self._log_counter is not None:
+            bounds.append(f"seq <= {int(self._log_counter)}")
+        return " and ".join(bounds)
 
     def _current_position(self) -> int | None:
         # The counter read with the marker, before the rows: every number up to it was written then.

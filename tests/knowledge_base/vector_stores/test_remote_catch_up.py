@@ -287,3 +287,31 @@ def test_milvus_writers_that_do_not_take_turns_make_every_reader_rebuild(tmp_pat
     finally:
         for store in (first, second, reader):
             store.discard()
+
+
+def test_a_milvus_reader_skips_a_block_still_being_written_until_it_ends(tmp_path, monkeypatch):
+    """Milvus has no snapshots: a reader reads only what the marker's counter covers, so it never holds
+    half of a block, and every logged deletion it applies is of the version it holds (exact, no scan)."""
+    monkeypatch.setattr(BM25Index, "_scan_terms", lambda self, slot: pytest.fail("scanned for a chunk's terms"))
+    writer, reader = (MilvusStore(DIMENSION, MilvusConfig(), tmp_path, TABLE) for _ in range(2))
+    try:
+        write(writer, lambda s: s.add(chunks(0, 10), vectors(10, 1)))
+        reader.refresh()
+        write(writer, lambda s: s.add(chunks(10, 3, "kiwi"), vectors(3, 2)))
+        writer.refresh(writing=True)  # the next block begins and is not done
+        writer.delete(["c10"])
+        writer.add(chunks(20, 1, "zebra"), vectors(1, 3))
+        reader.refresh()
+        found = {doc_id for hits in keyword_results(reader) for doc_id, _ in hits}
+        assert "c20" not in found and {"c11", "c12"} <= found  # the finished block, not the open one
+        writer.save(None)
+        reader.refresh()
+        assert reader.full_rebuilds == 1
+        rebuilt = MilvusStore(DIMENSION, MilvusConfig(), tmp_path, TABLE)
+        rebuilt.refresh()
+        assert [sorted(h) for h in keyword_results(reader)] == [sorted(h) for h in keyword_results(rebuilt)]
+        assert "c20" in {doc_id for hits in keyword_results(reader) for doc_id, _ in hits}
+        rebuilt.discard()
+    finally:
+        writer.discard()
+        reader.discard()
