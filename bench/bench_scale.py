@@ -122,12 +122,7 @@ def run_store(
     store.refresh()
     load = time.perf_counter() - started
 
-    def one(query) -> tuple[float, list[str]]:
-        began = time.perf_counter()
-        hits = store.search(query, 10)
-        return time.perf_counter() - began, [hit.chunk.doc_id for hit in hits]
-
-    single = [one(q) for q in queries]
+    single = [timed_search(store, q) for q in queries]
     recall = recall_at_10([ids for _, ids in single], truth)
     p50, p95 = percentiles([t for t, _ in single])
     if name.startswith("faiss"):
@@ -135,7 +130,7 @@ def run_store(
         many = []
         began = time.perf_counter()
         for q in np.resize(queries, (8 * per_client, queries.shape[1])):
-            many.append(one(q)[0])
+            many.append(timed_search(store, q)[0])
         wall = time.perf_counter() - began
     else:
         stores = [reopen() for _ in range(8)]  # one connection per client, as separate requests have
@@ -168,6 +163,13 @@ def run_store(
     store.discard()
 
 
+def timed_search(store, query) -> tuple[float, list[str]]:
+    """Seconds one top-10 vector search took, and the ids it found."""
+    began = time.perf_counter()
+    hits = store.search(query, 10)
+    return time.perf_counter() - began, [hit.chunk.doc_id for hit in hits]
+
+
 def recall_at_10(found: list[list[str]], truth) -> float:
     return float(np.mean([len(set(ids) & {f"c{i}" for i in row}) / 10 for ids, row in zip(found, truth, strict=True)]))
 
@@ -176,15 +178,11 @@ def ef_search_sweep(store, queries, truth, values: list[int]) -> None:
     """pgvector: the same index searched with other KBS_CONFIG.pg.ef_search values (no rebuild)."""
     for value in values:
         store.min_ef_search = value
-        latencies, found = [], []
-        for query in queries:
-            began = time.perf_counter()
-            hits = store.search(query, 10)
-            latencies.append(time.perf_counter() - began)
-            found.append([hit.chunk.doc_id for hit in hits])
-        p50, p95 = percentiles(latencies)
+        results = [timed_search(store, query) for query in queries]
+        p50, p95 = percentiles([seconds for seconds, _ in results])
+        recall = recall_at_10([ids for _, ids in results], truth)
         print(
-            f"  ef_search {value:4d}: 1 client p50 {p50:6.2f} ms p95 {p95:6.2f} ms  recall@10 {recall_at_10(found, truth):.3f}",
+            f"  ef_search {value:4d}: 1 client p50 {p50:6.2f} ms p95 {p95:6.2f} ms  recall@10 {recall:.3f}",
             flush=True,
         )
 

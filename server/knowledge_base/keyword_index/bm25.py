@@ -232,7 +232,6 @@ class BM25Index:
             return self._doc_terms[key]
         return self._scan_terms(slot)
 
-
     # ---- persisting -----------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The index as plain arrays (for np.savez: nothing pickled), each term's postings one after the

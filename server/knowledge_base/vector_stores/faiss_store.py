@@ -18,14 +18,15 @@ processes notice the change later. ``discard`` rolls the transaction back.
 Loading: the FAISS and keyword indexes come from the newest snapshot not newer than the commit, then
 replay what came after it (tombstones removed, newer rows added); without a usable snapshot they are
 built from the rows (the keyword index alone from the stored terms, when only its snapshot is missing
-or unreadable: at 1,000,000 chunks that was most of a 157 s load). A new snapshot is written (and tombstones it covers pruned) only when the replay has
-grown past max(SNAPSHOT_MIN_CHANGES, SNAPSHOT_SHARE of the store), or when the index is IVF (whose
-training is costly) and no IVF snapshot exists: snapshot writes stay linear over a store's life.
+or unreadable: at 1,000,000 chunks that was most of a 157 s load). A new snapshot is written (and
+tombstones it covers pruned) only when the replay has grown past max(SNAPSHOT_MIN_CHANGES,
+SNAPSHOT_SHARE of the store), when the index is IVF (whose training is costly) and no IVF snapshot
+exists, or when the index snapshot has no keyword snapshot: snapshot writes stay linear over a
+store's life.
 Another process's commits are caught up the same way (``refresh``), rows newer than ours.
 
 Memory: the FAISS index and the keyword (BM25) postings (nothing is tokenized again at load unless
-the tokenizer changed). Texts, metadata and doc ids stay in SQLite and are
-read on demand. Nothing is unpickled, so a file a client managed to write cannot run code.
+the tokenizer changed). Texts, metadata and doc ids stay in SQLite and are read on demand. Nothing is unpickled, so a file a client managed to write cannot run code.
 
 Stores saved by earlier versions (docs.<gen>.json, index.<gen>.faiss, keywords.<gen>.json) are
 converted in place at their first load; their files go only after the new database is committed.
@@ -371,7 +372,7 @@ class FaissStore(VectorStore):
             if self._snapshot_due():
                 self._write_snapshot(folder)
             elif not self._indexes_built:  # cleared since: a snapshot would only be replayed away
-                for _, path in _snapshots(folder) + _snapshots(folder, KEYWORD_SNAPSHOT):
+                for _, path in _all_snapshots(folder):
                     path.unlink(missing_ok=True)
             _write_durably(folder / CURRENT_FILE, str(self.generation).encode())
             _remove_leftovers(folder)  # only a writer (holding the folder's lock) removes temporary files
@@ -453,7 +454,7 @@ class FaissStore(VectorStore):
             if self._db.in_transaction:
                 self._db.rollback()  # never keep the write lock after a save
             raise
-        for old, path in _snapshots(folder) + _snapshots(folder, KEYWORD_SNAPSHOT):
+        for old, path in _all_snapshots(folder):
             if old != seq:
                 path.unlink(missing_ok=True)
 
@@ -743,6 +744,11 @@ def _ivf_index_from(flat: faiss.IndexIDMap2) -> faiss.IndexIVFFlat:
     index.set_direct_map_type(faiss.DirectMap.Hashtable)  # lets vectors be read back and removed by id
     index.add_with_ids(vectors, ids)
     return index
+
+
+def _all_snapshots(folder: Path) -> list[tuple[int, Path]]:
+    """(seq, path) of every index and keyword snapshot in the folder."""
+    return _snapshots(folder) + _snapshots(folder, KEYWORD_SNAPSHOT)
 
 
 def _snapshots(folder: Path, pattern: re.Pattern = SNAPSHOT) -> list[tuple[int, Path]]:

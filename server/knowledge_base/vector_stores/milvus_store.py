@@ -327,41 +327,38 @@ class MilvusStore(RemoteStore):
 
     @_translated
     def _read_marker(self, writing: bool) -> str | None:
-        found = self.client.get(self.marker_name, ids=["marker"], output_fields=["marker"])
-        token, self._log_counter, self._horizon = _parse_marker(found[0]["marker"] if found else None)
+        token, self._log_counter, self._horizon = self._stored_marker()
         if writing:  # no counter yet: number on from the clock, above the clock numbers older rows got
             self._last_seq = time.time_ns() if self._log_counter is None else self._log_counter
             self._block_base = self._log_counter
         return token
 
+    def _stored_marker(self) -> tuple[str | None, int | None, int]:
+        found = self.client.get(self.marker_name, ids=["marker"], output_fields=["marker"])
+        return _parse_marker(found[0]["marker"] if found else None)
+
     @_translated
     def _write_marker(self, marker: str) -> None:
-        if self._last_seq is None:
-            self._take_seqs(0)
+        if self._last_seq is None:  # nothing numbered in this block yet
+            self._read_marker(writing=True)
         counter = self._last_seq
         horizon = max(self._horizon, self._cleared_at, counter - LOG_KEEP)
-        if self._written_by_another_meanwhile():
+        # The counter moved since this block began: both blocks' numbers overlap, only a full rebuild is right.
+        _, stored, _ = self._stored_marker()
+        if stored != self._block_base:
             logger.warning(
                 "Milvus store %s was written by another process during this write block: writers of a "
                 "knowledge base must share its write lock (PostgreSQL metadata for several hosts). Every "
                 "process rebuilds its keyword index from the rows at its next catch-up.",
                 self.name,
             )
-            counter = max(counter, self._log_counter or 0)
+            counter = max(counter, stored or 0)
             horizon = counter + 1  # behind every position: all rebuild
         if horizon > self._horizon:
             self.client.delete(self.log_name, filter=f"seq < {horizon}")
         value = f"{marker} {counter} {horizon}"
         self.client.upsert(self.marker_name, [{"name": "marker", "marker": value, "vector": [1.0, 0.0]}])
         self._log_counter, self._horizon = counter, horizon
-
-    def _written_by_another_meanwhile(self) -> bool:
-        """Whether the stored counter moved since this block began: then both blocks' numbers overlap,
-        and only a full rebuild is right (one read of the marker per write block)."""
-        found = self.client.get(self.marker_name, ids=["marker"], output_fields=["marker"])
-        _, stored, _ = _parse_marker(found[0]["marker"] if found else None)
-        self._log_counter = stored
-        return stored != self._block_base
 
     @_translated
     def _commit(self) -> None:

@@ -3,10 +3,10 @@
 Vectors, texts and metadata live on the server; so do each chunk's search terms (counts by term),
 made once by the project's tokenizer when the chunk is added. The BM25 side is the project's own
 index (keyword_index/), held in memory and built from those stored terms, so keyword scores and the
-hybrid fusion mean exactly what they mean on FAISS. It keeps only the packed postings, not each
-chunk's terms (those would cost several KB a chunk in every API process): a removal is handed the
-terms by the server (the deleted rows', and the change log keeps them with each deletion). (Milvus's own BM25 was measured and not used:
-docs/vector_stores.md.)
+hybrid fusion mean exactly what they mean on FAISS. (Milvus's own BM25 was measured and not used:
+docs/vector_stores.md.) The index keeps only the packed postings, not each chunk's terms (those would
+cost several KB a chunk in every API process): a removal is handed the terms by the server, from the
+deleted row or from the change log, which keeps them with each deletion.
 
 Other processes may change the same store. Every write block ends by storing a new random "change
 marker" next to the data; before each use a store compares the marker with the one it last saw and,
@@ -254,7 +254,8 @@ class RemoteStore(VectorStore):
             marker = uuid.uuid4().hex[:16]  # 64 random bits: Milvus keeps it with its counter in 64 characters
             self._write_marker(marker)
             # Only when this block began current under the lock does the position cover exactly the
-            # index in memory; otherwise keep the old one (the next catch-up re-reads our rows: harmless).
+            # index in memory; otherwise keep the old one (the next catch-up re-reads our rows: correct,
+            # but each one already held is removed by a scan of the postings, having no logged terms).
             position = self._current_position() if self._current_under_lock else self._position
             self._commit()
             self._marker, self._position = marker, position
